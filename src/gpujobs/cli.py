@@ -1,0 +1,185 @@
+"""The ``gpujobs`` command.
+
+Server side (needs the ``[server]`` extra): ``serve``.
+User side (a JupyterHub token in the environment): ``submit``, ``status``, ``logs``, ``cancel``,
+``list``, ``gpus``.  Errors from the service are printed as their message, never as a traceback; a
+followed job that does not complete makes the command exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .client.client import TERMINAL, ApiError, Client, describe
+from .client.tables import short_time, table
+
+EXIT_API_ERROR = 2
+EXIT_JOB_FAILED = 1
+
+
+def _serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file of options (also GPUJOBS_CONFIG)")
+    parser.add_argument("--executor", choices=["local"], default=None, help="where jobs run (default: local)")
+    parser.add_argument("--data-dir", default=None, help="database, job folders and logs")
+    parser.add_argument("--simulate-gpus", default=None, metavar="SPEC", help="add simulated GPUs, e.g. a100-80gb:2,t4:1")
+    parser.add_argument("--host", default=None, help="bind address when not run by JupyterHub")
+    parser.add_argument("--port", type=int, default=None, help="port when not run by JupyterHub")
+    parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpujobs", description="Run Python scripts as GPU jobs from JupyterHub.")
+    parser.add_argument("--url", help="the gpujobs service URL (default: GPUJOBS_URL)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gpujobs service")
+    _serve_options(serve)
+
+    submit = commands.add_parser("submit", help="submit a script as a job")
+    submit.add_argument("script", help="path of the Python script")
+    submit.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (after --)")
+    submit.add_argument("--name")
+    submit.add_argument("--gpus", type=int, default=None, help="number of GPUs (default 0)")
+    submit.add_argument("--gpu-type", default=None, help="any, a family (a100) or a sized type (a100-80gb)")
+    submit.add_argument("--cpu", default=None, help="CPU cores, e.g. 4 or 500m")
+    submit.add_argument("--memory", default=None, help="memory, e.g. 8Gi")
+    submit.add_argument("--priority", choices=["low", "normal", "high"], default=None)
+    submit.add_argument("--requirement", "-r", action="append", default=[], help="PEP 508 requirement (repeatable)")
+    submit.add_argument("--env", "-e", action="append", default=[], metavar="NAME=VALUE")
+    submit.add_argument("--timeout", type=int, default=None, help="seconds before the job is killed")
+    submit.add_argument("--retries", type=int, default=None)
+    submit.add_argument("--follow", "-f", action="store_true", help="stream the logs until the job ends")
+
+    for name, text in (("status", "show a job"), ("cancel", "cancel a job")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("job_id")
+    logs = commands.add_parser("logs", help="print a job's output")
+    logs.add_argument("job_id")
+    logs.add_argument("--follow", "-f", action="store_true")
+    logs.add_argument("--tail", type=int, default=None)
+
+    listing = commands.add_parser("list", help="list your jobs")
+    listing.add_argument("--status", default=None, help="e.g. queued,running")
+    listing.add_argument("--user", default=None, help="admins: another user, or '*' for all")
+    listing.add_argument("--limit", type=int, default=50)
+
+    commands.add_parser("gpus", help="show GPU status")
+    return parser
+
+
+def _serve(options: argparse.Namespace) -> int:
+    from .service.main import serve
+
+    return serve(
+        config_file=options.config, executor=options.executor, data_dir=options.data_dir,
+        simulate_gpus=options.simulate_gpus, host=options.host, port=options.port, log_level=options.log_level,
+    )
+
+
+def _print_job(view: dict[str, Any]) -> None:
+    rows = [
+        ("job", view["job_id"]), ("name", view["name"]), ("user", view["user"]), ("status", view["status"]),
+        ("reason", view.get("reason")), ("message", view.get("message")),
+        ("queue position", view.get("queue_position")),
+        ("gpus", f"{view['gpu_count']} x {view['gpu_type']}" if view["gpu_count"] else "none"),
+        ("node / devices", f"{view.get('node') or ''} {','.join(view.get('gpus') or [])}".strip()),
+        ("created", view.get("created_at")), ("started", view.get("started_at")),
+        ("finished", view.get("finished_at")), ("exit code", view.get("exit_code")),
+    ]
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        if value not in (None, ""):
+            print(f"{key.ljust(width)}  {value}")
+
+
+def _follow(client: Client, job_id: str) -> int:
+    job = client.job(job_id)
+    for line in job.logs(follow=True):
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    view = job.status()
+    while view["status"] not in TERMINAL:  # the stream ends with the job; its record may lag a moment
+        view = job.wait(show=False, poll=0.2)
+    print(describe(view), file=sys.stderr)
+    return 0 if view["status"] == "completed" else EXIT_JOB_FAILED
+
+
+def _user_command(options: argparse.Namespace) -> int:
+    client = Client(options.url)
+    command = options.command
+    if command == "submit":
+        env = {}
+        for item in options.env:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ApiError(0, f"--env {item!r}: use NAME=VALUE")
+            env[name] = value
+        args = options.args[1:] if options.args[:1] == ["--"] else options.args
+        job = client.submit(
+            options.script, name=options.name, args=args, gpus=options.gpus, gpu_type=options.gpu_type,
+            cpu=options.cpu, memory=options.memory, priority=options.priority, requirements=options.requirement,
+            env=env, timeout=options.timeout, retries=options.retries,
+        )
+        print(f"submitted job {job.id}: {describe(job.view)}", file=sys.stderr)
+        if options.follow:
+            return _follow(client, job.id)
+        print(job.id)
+        return 0
+    if command == "status":
+        _print_job(client.job(options.job_id).status())
+        return 0
+    if command == "cancel":
+        print(describe(client.job(options.job_id).cancel()))
+        return 0
+    if command == "logs":
+        if options.follow:
+            return _follow(client, options.job_id)
+        sys.stdout.write(client.job(options.job_id).logs(tail=options.tail))
+        return 0
+    if command == "list":
+        jobs = client.jobs(user=options.user, status=options.status, limit=options.limit)
+        rows = [
+            (j.id, j.view["name"][:24], j.view["user"], j.state + (f" #{j.view['queue_position']}" if j.view.get("queue_position") else ""),
+             f"{j.view['gpu_count']}x{j.view['gpu_type']}" if j.view["gpu_count"] else "-",
+             short_time(j.view.get("created_at")), (j.view.get("reason") or j.view.get("message") or "")[:60])
+            for j in jobs
+        ]
+        print(table(["JOB", "NAME", "USER", "STATUS", "GPUS", "CREATED", "WHY"], rows) if rows else "no jobs")
+        return 0
+    if command == "gpus":
+        status = client.gpu_status()
+        print(f"{status['available_gpus']} of {status['total_gpus']} GPUs free ({status['source']})")
+        rows = [(t["gpu_type"], t["total"], t["available"], t["used"], t.get("queued_demand", 0)) for t in status["gpu_types"]]
+        if rows:
+            print(table(["TYPE", "TOTAL", "FREE", "USED", "QUEUED DEMAND"], rows))
+        return 0
+    raise AssertionError(command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = build_parser().parse_args(argv)
+    try:
+        if options.command == "serve":
+            return _serve(options)
+        return _user_command(options)
+    except ApiError as exc:
+        print(f"gpujobs: {exc.message}", file=sys.stderr)
+        return EXIT_API_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from .errors import GpujobsError
+
+        if isinstance(exc, GpujobsError):
+            print(f"gpujobs: {exc.message}", file=sys.stderr)
+            return EXIT_API_ERROR
+        logging.getLogger(__name__).debug("failed", exc_info=True)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

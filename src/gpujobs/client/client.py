@@ -1,0 +1,256 @@
+"""A small HTTP client for the gpujobs service.  Imports no server code.
+
+Inside a JupyterHub user server it needs no arguments: the service URL comes from ``GPUJOBS_URL``
+(set by the hub's pre-spawn hook) or the hub's public URL plus ``/services/gpujobs/``, and the token
+from ``JUPYTERHUB_API_TOKEN``.
+
+Example::
+
+    from gpujobs import Client
+    client = Client()
+    job = client.submit("train.py", gpus=2, gpu_type="a100", memory="16Gi")
+    for line in job.logs(follow=True):
+        print(line, end="")
+    job.status()["status"]          # 'completed'
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TextIO
+
+import httpx
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+class ApiError(Exception):
+    """The service refused a request; ``message`` says why, ``field`` names the part of the spec."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _service_url_from_env(env: Mapping[str, str]) -> str | None:
+    if env.get("GPUJOBS_URL"):
+        return env["GPUJOBS_URL"]
+    public = env.get("JUPYTERHUB_PUBLIC_URL") or env.get("JUPYTERHUB_PUBLIC_HUB_URL")
+    if public:
+        return public.rstrip("/").removesuffix("/hub") + "/services/gpujobs/"
+    return None
+
+
+class Client:
+    """Talks to the gpujobs service.
+
+    Args:
+        url: the service's base URL (``http://hub:8000/services/gpujobs/``); from the environment if None.
+        token: a JupyterHub API token; ``GPUJOBS_TOKEN`` or ``JUPYTERHUB_API_TOKEN`` if None.
+        timeout: seconds for each request (log follows are not limited).
+    Raises:
+        ApiError: when no URL or token can be found.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        url = url or _service_url_from_env(env)
+        if not url:
+            raise ApiError(0, "no gpujobs URL: set GPUJOBS_URL (e.g. http://127.0.0.1:8000/services/gpujobs/)")
+        token = token or env.get("GPUJOBS_TOKEN") or env.get("JUPYTERHUB_API_TOKEN")
+        if not token:
+            raise ApiError(0, "no token: set JUPYTERHUB_API_TOKEN (a JupyterHub API token)")
+        self.url = url.rstrip("/") + "/"
+        self._http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"token {token}"}, timeout=timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- raw requests -----------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path.lstrip("/"), **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"cannot reach gpujobs at {self.url}: {exc.__class__.__name__}") from None
+        return self._data(response)
+
+    @staticmethod
+    def _data(response: httpx.Response) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            raise ApiError(response.status_code, f"gpujobs answered {response.status_code} without JSON") from None
+        if response.status_code >= 400 or not body.get("success", False):
+            data = body.get("data") or {}
+            raise ApiError(response.status_code, body.get("message", "request failed"), data.get("field"))
+        return body.get("data")
+
+    # --- the API --------------------------------------------------------------------------------
+
+    def gpu_status(self, *, nodes: bool = True) -> dict[str, Any]:
+        """Totals, per type and per node: ``{"total_gpus", "available_gpus", "gpu_types", ...}``."""
+        result: dict[str, Any] = self._request("GET", "api/k8s/gpu-status", params={"nodes": str(nodes).lower()})
+        return result
+
+    def submit(
+        self,
+        script: str | None = None,
+        *,
+        code: str | None = None,
+        name: str | None = None,
+        args: Sequence[str] = (),
+        gpus: int | None = None,
+        gpu_type: str | None = None,
+        cpu: str | float | None = None,
+        memory: str | None = None,
+        priority: str | None = None,
+        requirements: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        working_dir: str | None = None,
+        timeout: int | None = None,
+        retries: int | None = None,
+        image: str | None = None,
+    ) -> Job:
+        """Submit a script file (``script``) or inline source (``code``) and return its ``Job``.
+
+        Example: ``client.submit("train.py", gpus=1, gpu_type="t4", requirements=["numpy"])``.
+        Raises ApiError (with ``field``) when the service refuses the spec.
+        """
+        if script is not None and os.path.exists(script):
+            script = os.path.abspath(script)  # the service resolves relative paths against your home
+        spec: dict[str, Any] = {
+            "name": name or (os.path.basename(script) if script else "cell"),
+            "script_path": script,
+            "script": code,
+            "args": list(args) or None,
+            "gpu_count": gpus,
+            "gpu_type": gpu_type,
+            "cpu_limit": str(cpu) if cpu is not None else None,
+            "memory_limit": memory,
+            "priority": priority,
+            "requirements": list(requirements) or None,
+            "environment": dict(env) if env else None,
+            "working_dir": working_dir,
+            "timeout_seconds": timeout,
+            "retries": retries,
+            "image": image,
+        }
+        if gpus:
+            spec["gpu_required"] = True
+        # Unset fields are left out, so an older service accepts a newer client.
+        body = {key: value for key, value in spec.items() if value is not None}
+        return Job(self, self._request("POST", "api/k8s/submit-job", json=body))
+
+    def jobs(self, *, user: str | None = None, status: str | Sequence[str] | None = None, limit: int = 50) -> list[Job]:
+        """Your jobs, newest first (admins: ``user="*"`` for everyone's)."""
+        if status is not None and not isinstance(status, str):
+            status = ",".join(status)
+        params = {key: value for key, value in {"user": user, "status": status, "limit": limit}.items() if value}
+        page = self._request("GET", "api/k8s/jobs", params=params)
+        return [Job(self, view) for view in page["jobs"]]
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, self._request("GET", f"api/k8s/job/{job_id}/status"))
+
+    def _stream(self, path: str, params: dict[str, str]) -> Iterator[str]:
+        try:
+            with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(None, connect=30)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._data(response)
+                yield from response.iter_lines()
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"lost the connection to gpujobs: {exc.__class__.__name__}") from None
+
+
+class Job:
+    """A submitted job.  ``view`` is the last status the service reported."""
+
+    def __init__(self, client: Client, view: dict[str, Any]) -> None:
+        self.client = client
+        self.view = view
+        self.id: str = view["job_id"]
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.view.get('name')!r} {self.state}>"
+
+    @property
+    def state(self) -> str:
+        return str(self.view["status"])
+
+    def status(self) -> dict[str, Any]:
+        """Fetch and return the current job view."""
+        self.view = self.client._request("GET", f"api/k8s/job/{self.id}/status")
+        return self.view
+
+    def logs(self, *, follow: bool = False, tail: int | None = None) -> Any:
+        """The output so far (a string), or with ``follow=True`` an iterator of lines until the job ends."""
+        if follow:
+            return (line + "\n" for line in self.client._stream(f"api/k8s/job/{self.id}/logs", {"follow": "true"}))
+        params = {"tail": str(tail)} if tail is not None else {}
+        return self.client._request("GET", f"api/k8s/job/{self.id}/logs", params=params)["logs"]
+
+    def cancel(self) -> dict[str, Any]:
+        self.view = self.client._request("POST", f"api/k8s/job/{self.id}/cancel")
+        return self.view
+
+    def wait(
+        self, *, timeout: float | None = None, poll: float = 1.0, show: bool = True, out: TextIO | None = None
+    ) -> dict[str, Any]:
+        """Wait until the job ends, printing each change of state (and why it waits); return the view.
+
+        Raises TimeoutError when ``timeout`` seconds pass first.
+        """
+        out = out or sys.stdout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = None
+        while True:
+            view = self.status()
+            line = describe(view)
+            if show and line != last:
+                print(line, file=out, flush=True)
+                last = line
+            if view["status"] in TERMINAL:
+                return view
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} still {view['status']} after {timeout} s")
+            time.sleep(poll)
+
+
+def describe(view: Mapping[str, Any]) -> str:
+    """One line for people: ``job 3f2a… (train): queued #2 — no free a100: 0 of 2 free``."""
+    text = f"job {view['job_id']} ({view.get('name')}): {view['status']}"
+    if view.get("queue_position"):
+        text += f" #{view['queue_position']}"
+    if view["status"] in ("failed", "cancelled") and view.get("reason"):
+        text += f" [{view['reason']}]"
+    if view.get("message"):
+        text += f" — {view['message']}"
+    return text

@@ -1,0 +1,141 @@
+"""Settings, read once: command-line options > ``GPUJOBS_*`` environment > YAML file > defaults.
+
+The variables JupyterHub gives a managed service (``JUPYTERHUB_API_URL``, ``JUPYTERHUB_API_TOKEN``,
+``JUPYTERHUB_SERVICE_NAME``, ``JUPYTERHUB_SERVICE_PREFIX``, ``JUPYTERHUB_SERVICE_URL``) are read here too,
+and nowhere else.  Nothing below this module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import InvalidSpec
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "gpujobs"
+
+
+StrList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every option of the service; each is also ``GPUJOBS_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUJOBS_", extra="forbid", populate_by_name=True)
+
+    executor: Literal["local"] = "local"
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = Field(None, description="SQLAlchemy URL; SQLite in data_dir by default.")
+    host: str = "127.0.0.1"
+    port: int = 8765
+    simulate_gpus: str = Field("", description="Simulated devices, e.g. 'a100-80gb:2,t4:1'.")
+    nvml: bool = Field(True, description="Discover real GPUs with NVML.")
+
+    home_template: str = Field("/home/{username}", description="Each user's home; relative paths resolve here.")
+    shared_roots: StrList = Field(default_factory=list, description="Shared storage roots, e.g. /shared.")
+    admin_users: StrList = Field(default_factory=list)
+    admin_groups: StrList = Field(default_factory=list)
+
+    job_python: str | None = Field(None, description="Interpreter for jobs; this one by default.")
+    run_as_user: bool = Field(True, description="When root, run jobs as the system user of the same name.")
+    pip_extra_args: StrList = Field(default_factory=list, description="Operator's pip options, e.g. an index.")
+    kill_grace_seconds: float = 5.0
+    max_inline_script_bytes: int = 1024 * 1024
+    allowed_images: StrList = Field(default_factory=lambda: ["gpujobs-runtime:cpu", "gpujobs-runtime:gpu"])
+    gpu_type_aliases: dict[str, str] = Field(default_factory=dict)
+
+    auth_cache_seconds: float = 60.0
+    admission_paused: bool = Field(False, description="Accept jobs but admit none (maintenance, benchmarks).")
+    schedule_interval_seconds: float = 2.0
+    log_level: str = "info"
+
+    hub_api_url: str | None = Field(None, validation_alias=AliasChoices("JUPYTERHUB_API_URL", "hub_api_url"))
+    hub_api_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("JUPYTERHUB_API_TOKEN", "hub_api_token")
+    )
+    service_name: str = Field("gpujobs", validation_alias=AliasChoices("JUPYTERHUB_SERVICE_NAME", "service_name"))
+    service_prefix: str = Field("/", validation_alias=AliasChoices("JUPYTERHUB_SERVICE_PREFIX", "service_prefix"))
+    service_url: str | None = Field(None, validation_alias=AliasChoices("JUPYTERHUB_SERVICE_URL", "service_url"))
+
+    @field_validator("shared_roots", "admin_users", "admin_groups", "pip_extra_args", "allowed_images", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("service_prefix")
+    @classmethod
+    def _slashes(cls, value: str) -> str:
+        return "/" + value.strip("/") + "/" if value.strip("/") else "/"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    # --- derived values -----------------------------------------------------------------------
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'gpujobs.sqlite'}"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    def bind(self) -> tuple[str, int]:
+        """Where to listen: JUPYTERHUB_SERVICE_URL when the hub manages us, else host and port."""
+        if self.service_url:
+            parts = urlsplit(self.service_url)
+            return parts.hostname or self.host, parts.port or (443 if parts.scheme == "https" else 80)
+        return self.host, self.port
+
+    def home_of(self, username: str) -> Path:
+        return Path(self.home_template.format(username=username))
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The YAML file's options; keys may use '-' or '_'."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = yaml.safe_load(handle) or {}
+    except OSError as exc:
+        raise InvalidSpec(f"cannot read config file {os.fspath(path)!r}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise InvalidSpec(f"config file {os.fspath(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(content, dict):
+        raise InvalidSpec(f"config file {os.fspath(path)!r} must hold a mapping of options")
+    return {str(key).replace("-", "_"): value for key, value in content.items()}
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Settings from the file (``--config`` or ``GPUJOBS_CONFIG``), the environment and ``overrides``.
+
+    Overrides whose value is None are ignored, so CLI options that were not given do not mask the
+    environment or the file.
+    """
+    config_file = config_file or os.environ.get("GPUJOBS_CONFIG")
+    from_file = read_config_file(config_file) if config_file else {}
+    given = {key: value for key, value in overrides.items() if value is not None}
+    env_names = {name for name in os.environ if name.startswith("GPUJOBS_")}
+    # The file sits below the environment: drop file keys that the environment sets.
+    for key in list(from_file):
+        if f"GPUJOBS_{key.upper()}" in env_names:
+            del from_file[key]
+    return Settings(**{**from_file, **given})

@@ -1,0 +1,1 @@
+"""Executors run admitted jobs: ``local`` (processes on this machine) and, later, ``kubernetes``."""

@@ -1,0 +1,226 @@
+"""The job runner: a small process that runs one job and records how it ended.
+
+The local executor starts it detached (its own session) as ``python runner.py JOB_DIR``; it outlives
+a restart of the service, which re-attaches by reading the files below.  Standard library only, so it
+starts fast and runs under any interpreter.
+
+Files in JOB_DIR:
+  launch.json   written by the executor: argv, env, cwd, user, limits, requirements (read here)
+  runner.json   written first: {"pid", "start_time"}: lets the service tell this process from a
+                later one that reused its pid
+  started.json  the job's code is starting: {"pid", "attempt", "at"}
+  output.log    the job's stdout and stderr, plus lines from gpujobs marked "[gpujobs]"
+  result.json   written last, atomically: {"reason", "exit_code", "message", "attempts", "at"}
+
+Nothing here goes through a shell: argv lists only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+POLL = 0.05
+
+
+def process_start_time(pid: int) -> int | None:
+    """Clock ticks since boot when ``pid`` started (field 22 of /proc/PID/stat), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return int(data[data.rfind(b")") + 2 :].split()[19])
+
+
+def group_rss_bytes(pgid: int) -> int:
+    """Resident memory of every process in a process group (the job and what it started)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            total += int(fields[21]) * PAGE
+    return total
+
+
+def write_json(path: str, content: dict[str, Any]) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(content, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+class Runner:
+    def __init__(self, job_dir: str) -> None:
+        self.job_dir = job_dir
+        with open(os.path.join(job_dir, "launch.json"), encoding="utf-8") as handle:
+            self.launch: dict[str, Any] = json.load(handle)
+        self.cancelled = False
+        self.started = time.monotonic()
+        timeout = self.launch.get("timeout_seconds")
+        self.deadline = self.started + timeout if timeout else None
+        self.log = open(os.path.join(job_dir, "output.log"), "ab", buffering=0)  # noqa: SIM115
+
+    def say(self, text: str) -> None:
+        self.log.write(f"[gpujobs] {text}\n".encode())
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        launch = self.launch
+        kwargs: dict[str, Any] = {}
+        if launch.get("uid") is not None:
+            kwargs.update(user=launch["uid"], group=launch["gid"], extra_groups=launch.get("groups") or [])
+        return subprocess.Popen(
+            argv,
+            cwd=launch["cwd"],
+            env=launch["env"],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+            close_fds=True,
+            **kwargs,
+        )
+
+    def _stop_group(self, process: subprocess.Popen[bytes], first: signal.Signals) -> None:
+        try:
+            os.killpg(process.pid, first)
+        except ProcessLookupError:
+            return
+        if first != signal.SIGKILL:
+            grace_end = time.monotonic() + float(self.launch.get("grace_seconds", 5))
+            while time.monotonic() < grace_end and process.poll() is None:
+                time.sleep(POLL)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+    def _watch(self, process: subprocess.Popen[bytes]) -> str | None:
+        """Wait for the process; return why gpujobs stopped it (Cancelled, Timeout, OOMKilled) or None."""
+        memory_limit = self.launch.get("memory_bytes")
+        next_memory_check = 0.0
+        while True:
+            try:
+                process.wait(timeout=POLL)
+                return None
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if self.cancelled:
+                self._stop_group(process, signal.SIGTERM)
+                return "Cancelled"
+            if self.deadline is not None and now >= self.deadline:
+                self._stop_group(process, signal.SIGTERM)
+                return "Timeout"
+            if memory_limit and now >= next_memory_check:
+                next_memory_check = now + 0.1
+                if group_rss_bytes(process.pid) > memory_limit:
+                    self._stop_group(process, signal.SIGKILL)
+                    return "OOMKilled"
+
+    def install_requirements(self) -> dict[str, Any] | None:
+        pip_argv = self.launch.get("pip_argv")
+        if not pip_argv:
+            return None
+        self.say("installing requirements: " + " ".join(self.launch.get("requirements", [])))
+        process = self._spawn(pip_argv)
+        stopped = self._watch(process)
+        if stopped:
+            return {"reason": stopped, "exit_code": None, "message": f"stopped while installing requirements ({stopped})"}
+        if process.returncode != 0:
+            self.say(f"pip failed with exit code {process.returncode}")
+            return {
+                "reason": "RequirementsFailed",
+                "exit_code": process.returncode,
+                "message": "installing the requirements failed; the job's log has pip's output",
+            }
+        self.say("requirements installed")
+        return None
+
+    def run(self) -> dict[str, Any]:
+        failed_install = self.install_requirements()
+        if failed_install:
+            return {**failed_install, "attempts": 0}
+        attempts_allowed = 1 + int(self.launch.get("retries", 0))
+        outcome: dict[str, Any] = {}
+        for attempt in range(1, attempts_allowed + 1):
+            if attempt > 1:
+                self.say(f"attempt {attempt} of {attempts_allowed}")
+            process = self._spawn(self.launch["argv"])
+            write_json(
+                os.path.join(self.job_dir, "started.json"),
+                {"pid": process.pid, "attempt": attempt, "at": time.time()},
+            )
+            stopped = self._watch(process)
+            code = process.returncode
+            exit_code = code if code >= 0 else 128 - code
+            if stopped is None and code == 0:
+                return {"reason": "Completed", "exit_code": 0, "message": None, "attempts": attempt}
+            if stopped == "Cancelled":
+                return {"reason": "Cancelled", "exit_code": exit_code, "message": "cancelled", "attempts": attempt}
+            if stopped == "Timeout":
+                timeout = self.launch.get("timeout_seconds")
+                return {
+                    "reason": "Timeout", "exit_code": exit_code, "attempts": attempt,
+                    "message": f"killed after its timeout of {timeout} s",
+                }
+            if stopped == "OOMKilled":
+                outcome = {
+                    "reason": "OOMKilled", "exit_code": exit_code, "attempts": attempt,
+                    "message": f"killed for using more than its memory limit ({self.launch.get('memory_limit')})",
+                }
+            elif code < 0:
+                outcome = {
+                    "reason": "Signaled", "exit_code": exit_code, "attempts": attempt,
+                    "message": f"killed by signal {signal.Signals(-code).name}",
+                }
+            else:
+                outcome = {
+                    "reason": "NonZeroExit", "exit_code": exit_code, "attempts": attempt,
+                    "message": f"exited with code {exit_code}",
+                }
+            self.say(outcome["message"])
+        return outcome
+
+
+def main(argv: list[str]) -> int:
+    job_dir = argv[1]
+    write_json(
+        os.path.join(job_dir, "runner.json"), {"pid": os.getpid(), "start_time": process_start_time(os.getpid())}
+    )
+    runner = Runner(job_dir)
+
+    def _on_term(_signum: int, _frame: Any) -> None:
+        runner.cancelled = True
+
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        result = runner.run()
+    except Exception as exc:  # the runner must always leave a result behind
+        runner.say(f"could not run the job: {exc.__class__.__name__}: {exc}")
+        result = {"reason": "StartError", "exit_code": None, "message": f"could not start: {exc}", "attempts": 0}
+    result["at"] = time.time()
+    write_json(os.path.join(job_dir, "result.json"), result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,55 @@
+"""What an executor offers: nodes and their GPUs.  Plain data, shared by executors and the scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .gputypes import satisfies
+
+
+@dataclass(frozen=True)
+class Device:
+    """One GPU (or one MIG slice) a job can be given whole."""
+
+    index: str
+    gpu_type: str
+    product: str
+    uuid: str | None = None
+    memory_mib: int | None = None
+    utilization_percent: int | None = None
+    simulated: bool = False
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    devices: tuple[Device, ...] = ()
+    cpu_cores: float = 0.0
+    ready: bool = True
+    schedulable: bool = True
+    taints: tuple[str, ...] = ()
+
+    @property
+    def offers(self) -> bool:
+        """A cordoned or NotReady node offers nothing."""
+        return self.ready and self.schedulable
+
+
+@dataclass(frozen=True)
+class Inventory:
+    nodes: tuple[Node, ...]
+    source: str
+    updated_at: datetime
+    # Type names a user may ask for although no node has them now (e.g. node pools that scale from 0).
+    extra_types: frozenset[str] = field(default_factory=frozenset)
+
+    def gpu_types(self) -> set[str]:
+        return {device.gpu_type for node in self.nodes for device in node.devices} | set(self.extra_types)
+
+    def most_on_one_node(self, gpu_type: str) -> int:
+        """The most devices serving ``gpu_type`` that any one node has (ready or not)."""
+        return max(
+            (sum(1 for device in node.devices if satisfies(device.gpu_type, gpu_type)) for node in self.nodes),
+            default=0,
+        )

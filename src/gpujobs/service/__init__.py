@@ -1,0 +1,1 @@
+"""The gpujobs service: FastAPI app, hub auth, routes, metrics."""

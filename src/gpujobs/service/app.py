@@ -1,0 +1,91 @@
+"""The app factory.  Start-up order matters: store → executor → recover running jobs → schedule."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..config import Settings
+from ..errors import GpujobsError
+from ..executors.base import EventSink, Executor
+from ..models import JobStatus
+from ..scheduler.loop import SchedulerLoop
+from ..store import Store
+from ..store import repository as repo
+from .auth import HubAuthenticator
+from .jobs import JobService
+from .metrics import Metrics
+from .responses import BodyLimit, on_domain_error, on_http_error, on_unexpected, on_validation_error
+from .routes import router
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+ExecutorFactory = Callable[[Settings, EventSink], Executor]
+
+
+def default_executor(settings: Settings, on_event: EventSink) -> Executor:
+    from ..executors.local import LocalExecutor
+
+    return LocalExecutor(settings, on_event)
+
+
+def create_app(settings: Settings, *, executor_factory: ExecutorFactory = default_executor) -> FastAPI:
+    prefix = settings.service_prefix.rstrip("/")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.database)
+        hub_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+        holder: dict[str, JobService] = {}
+
+        async def on_event(event):  # type: ignore[no-untyped-def]
+            await holder["jobs"].apply_event(event)
+
+        executor = executor_factory(settings, on_event)
+        scheduler = SchedulerLoop(store, executor, settings)
+        jobs = holder["jobs"] = JobService(settings, store, executor, scheduler)
+        app.state.runtime = Runtime(
+            settings=settings, store=store, executor=executor, scheduler=scheduler, jobs=jobs,
+            auth=HubAuthenticator(settings, hub_client), metrics=Metrics(), version=__version__,
+        )
+        await executor.start()
+        active = await store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
+        await executor.recover(active)
+        scheduler.start()
+        scheduler.wake()
+        log.info("gpujobs %s ready: executor %s, GPUs from %s", __version__, executor.name,
+                 executor.inventory().source)
+        try:
+            yield
+        finally:
+            await scheduler.stop()
+            await executor.stop()
+            await hub_client.aclose()
+            store.close()
+
+    app = FastAPI(
+        title="gpujobs",
+        version=__version__,
+        description="Run Python scripts as GPU jobs from JupyterHub.  Every JSON answer is "
+        '`{"success", "data", "message", "timestamp"}`.',
+        lifespan=lifespan,
+        openapi_url=f"{prefix}/openapi.json",
+        docs_url=f"{prefix}/docs",
+        redoc_url=None,
+    )
+    app.add_exception_handler(GpujobsError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+    app.add_middleware(BodyLimit, limit=2 * settings.max_inline_script_bytes + 64 * 1024)
+    app.include_router(router, prefix=prefix)
+    return app

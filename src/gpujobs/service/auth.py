@@ -1,0 +1,116 @@
+"""Who is calling: a JupyterHub token, checked against the hub's API and cached for a while.
+
+Like JupyterHub's own ``HubAuth``: the caller's token goes to ``GET {hub}/user`` and the answer (the
+user model with the token's scopes) is cached under a hash of the token.  Tokens are read from the
+``Authorization`` header only (never the URL, where they would end up in logs) and never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from jupyterhub.services.auth import check_scopes
+
+from ..config import Settings
+from ..errors import DependencyUnavailable, Forbidden, NotAuthenticated
+
+log = logging.getLogger(__name__)
+_MAX_CACHED = 10_000
+
+
+@dataclass(frozen=True)
+class HubUser:
+    name: str
+    admin: bool = False
+    groups: tuple[str, ...] = ()
+    scopes: frozenset[str] = field(default_factory=frozenset)
+
+
+def token_from_header(value: str | None) -> str:
+    """The token in ``Authorization: token X`` or ``Authorization: Bearer X``."""
+    if not value:
+        raise NotAuthenticated("no token: send 'Authorization: token <your JupyterHub API token>'")
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() not in ("token", "bearer") or not token.strip():
+        raise NotAuthenticated("the Authorization header must be 'token <token>' or 'Bearer <token>'")
+    return token.strip()
+
+
+class HubAuthenticator:
+    def __init__(self, settings: Settings, client: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.client = client
+        self.required_scope = f"access:services!service={settings.service_name}"
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def user_for_token(self, token: str) -> HubUser:
+        model = await self._model(token)
+        if model.get("kind", "user") != "user":
+            raise Forbidden(f"gpujobs accepts user tokens only; this one belongs to a {model.get('kind')}")
+        scopes = frozenset(model.get("scopes") or ())
+        if not check_scopes(self.required_scope, set(scopes)):
+            raise Forbidden(
+                f"this token lacks the scope {self.required_scope!r}; ask your hub admin to grant it "
+                "(a user server's token needs it in c.Spawner.server_token_scopes)"
+            )
+        groups = tuple(model.get("groups") or ())
+        admin = bool(model.get("admin"))
+        is_admin = admin or model["name"] in self.settings.admin_users or bool(
+            set(groups) & set(self.settings.admin_groups)
+        )
+        return HubUser(name=model["name"], admin=is_admin, groups=groups, scopes=scopes)
+
+    async def _model(self, token: str) -> dict[str, Any]:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached and cached[0] > now:
+            return cached[1]
+        model = await self._ask_hub(token)
+        if "groups" not in model or "admin" not in model:
+            model = {**model, **await self._lookup_user(model["name"])}
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            if len(self._cache) >= _MAX_CACHED:
+                self._cache.clear()
+        self._cache[key] = (now + self.settings.auth_cache_seconds, model)
+        return model
+
+    async def _ask_hub(self, token: str) -> dict[str, Any]:
+        if not self.settings.hub_api_url:
+            raise DependencyUnavailable("no JupyterHub API is configured (JUPYTERHUB_API_URL)")
+        try:
+            response = await self.client.get(
+                f"{self.settings.hub_api_url.rstrip('/')}/user", headers={"Authorization": f"token {token}"}
+            )
+        except httpx.HTTPError as exc:
+            log.warning("JupyterHub API unreachable: %s", exc.__class__.__name__)
+            raise DependencyUnavailable("JupyterHub did not answer; try again in a moment") from None
+        if response.status_code in (401, 403):
+            raise NotAuthenticated("the hub does not accept this token (expired or revoked?)")
+        if response.status_code != 200:
+            raise DependencyUnavailable(f"JupyterHub answered {response.status_code}; try again in a moment")
+        model: dict[str, Any] = response.json()
+        return model
+
+    async def _lookup_user(self, name: str) -> dict[str, Any]:
+        """Groups and admin flag with the service's own token, when the user's token may not read them."""
+        token = self.settings.hub_api_token
+        if token is None:
+            return {}
+        try:
+            response = await self.client.get(
+                f"{self.settings.hub_api_url or ''}".rstrip("/") + f"/users/{name}",
+                headers={"Authorization": f"token {token.get_secret_value()}"},
+            )
+        except httpx.HTTPError:
+            return {}
+        if response.status_code != 200:
+            return {}
+        body = response.json()
+        return {key: body[key] for key in ("groups", "admin") if key in body}

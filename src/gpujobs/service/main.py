@@ -1,0 +1,22 @@
+"""``gpujobs serve``: settings → app → uvicorn, bound where JupyterHub says (or --host/--port)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import uvicorn
+
+from ..config import load_settings
+from .app import create_app
+
+
+def serve(config_file: str | None = None, **overrides: Any) -> int:
+    settings = load_settings(config_file, **overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, port = settings.bind()
+    app = create_app(settings)
+    # Access logs stay off: URLs are safe (tokens never travel in them) but they cost throughput.
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, access_log=False,
+                loop="uvloop", http="httptools", timeout_graceful_shutdown=5)
+    return 0

@@ -1,0 +1,173 @@
+"""The HTTP API: the brief's paths under the service prefix, each answer in the envelope."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from fastapi.security import APIKeyHeader
+
+from ..errors import InvalidSpec
+from ..gpustatus import build_gpu_status, holders
+from ..models import Envelope, GpuStatus, JobList, JobLogs, JobSpec, JobStatus, JobView
+from ..store import repository as repo
+from .auth import HubUser, token_from_header
+from .responses import envelope, failure
+from .runtime import Runtime
+
+# Declared for OpenAPI; the value is parsed by token_from_header ('token X' or 'Bearer X').
+_authorization = APIKeyHeader(name="Authorization", auto_error=False, description="token <JupyterHub API token>")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Envelope[None], "description": text}
+    for code, text in {
+        401: "No valid token", 403: "Not allowed", 404: "No such job (or not yours)",
+        409: "Not possible in the job's state", 413: "Body too large", 422: "Invalid request",
+        503: "A dependency (hub, database) does not answer",
+    }.items()
+}
+
+
+def runtime(request: Request) -> Runtime:
+    state: Runtime = request.app.state.runtime
+    return state
+
+
+async def current_user(
+    request: Request, _header: Annotated[str | None, Depends(_authorization)] = None
+) -> HubUser:
+    token = token_from_header(request.headers.get("authorization"))
+    return await runtime(request).auth.user_for_token(token)
+
+
+User = Annotated[HubUser, Depends(current_user)]
+Rt = Annotated[Runtime, Depends(runtime)]
+router = APIRouter()
+
+
+@router.get("/api/k8s/gpu-status", response_model=Envelope[GpuStatus], responses=_ERRORS, tags=["gpus"])
+async def gpu_status(
+    user: User, rt: Rt, nodes: Annotated[bool, Query(description="Include the per-node list.")] = True
+) -> Response:
+    """GPUs in all, per type (with the demand of queued jobs) and per node/device."""
+    active = await rt.store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
+    status = build_gpu_status(rt.executor.inventory(), active, rt.scheduler.queued_demand, include_nodes=nodes)
+    return envelope(status, f"{status.available_gpus} of {status.total_gpus} GPUs available")
+
+
+@router.post(
+    "/api/k8s/submit-job", status_code=201, response_model=Envelope[JobView], responses=_ERRORS, tags=["jobs"]
+)
+async def submit_job(spec: JobSpec, user: User, rt: Rt) -> Response:
+    """Queue a job.  The answer comes once the job is stored; the owner is the token's user."""
+    started = time.perf_counter()
+    job = await rt.jobs.submit(user, spec)
+    rt.metrics.submit_seconds.observe(time.perf_counter() - started)
+    return envelope(rt.jobs.view(job), f"job {job.job_id} queued", status=201)
+
+
+@router.get("/api/k8s/job/{job_id}/status", response_model=Envelope[JobView], responses=_ERRORS, tags=["jobs"])
+async def job_status(job_id: str, user: User, rt: Rt) -> Response:
+    job = await rt.jobs.visible_job(user, job_id)
+    view = rt.jobs.view(job)
+    return envelope(view, view.message or f"job {job_id} is {job.status.value}")
+
+
+@router.get(
+    "/api/k8s/job/{job_id}/logs",
+    response_model=Envelope[JobLogs],
+    responses={**_ERRORS, 200: {"content": {"text/plain": {}}, "description": "JSON, or a text stream with follow"}},
+    tags=["jobs"],
+)
+async def job_logs(
+    job_id: str,
+    user: User,
+    rt: Rt,
+    tail: Annotated[int | None, Query(ge=0, le=1_000_000, description="Only the last N lines.")] = None,
+    follow: Annotated[bool, Query(description="Stream lines as they are written until the job ends.")] = False,
+) -> Response:
+    """The job's output.  With ``follow=true`` a ``text/plain`` stream that ends when the job ends."""
+    job = await rt.jobs.visible_job(user, job_id)
+    if follow:
+        return StreamingResponse(
+            rt.jobs.follow_logs(job),
+            media_type="text/plain; charset=utf-8",
+            headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"},
+        )
+    logs = JobLogs(job_id=job.job_id, status=job.status, logs=rt.jobs.logs(job, tail))
+    return envelope(logs, f"job {job_id} is {job.status.value}")
+
+
+@router.get("/api/k8s/jobs", response_model=Envelope[JobList], responses=_ERRORS, tags=["jobs"])
+async def list_jobs(
+    user: User,
+    rt: Rt,
+    owner: Annotated[
+        str | None, Query(alias="user", description="Whose jobs; admins may name anyone, or '*' for all.")
+    ] = None,
+    status: Annotated[str | None, Query(description="Comma-separated states, e.g. 'queued,running'.")] = None,
+    limit: Annotated[int, Query(description="Page size, 1 to 500.")] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor from the previous page.")] = None,
+) -> Response:
+    """Jobs, newest first."""
+    statuses = _parse_statuses(status)
+    jobs, next_cursor = await rt.jobs.list_jobs(
+        user, owner=owner or None, statuses=statuses, limit=limit, cursor=cursor
+    )
+    page = JobList(jobs=[rt.jobs.view(job) for job in jobs], next_cursor=next_cursor)
+    return envelope(page, f"{len(jobs)} job(s)")
+
+
+@router.post("/api/k8s/job/{job_id}/cancel", response_model=Envelope[JobView], responses=_ERRORS, tags=["jobs"])
+async def cancel_job(job_id: str, user: User, rt: Rt) -> Response:
+    """Cancel a queued or running job (its processes get SIGTERM, then SIGKILL after a grace period)."""
+    job = await rt.jobs.cancel(user, job_id)
+    return envelope(rt.jobs.view(job), f"job {job_id} cancelled")
+
+
+@router.get("/healthz", response_model=Envelope[dict[str, Any]], tags=["service"])
+async def healthz(rt: Rt) -> Response:
+    """Liveness and readiness, without authentication."""
+    try:
+        counts = await rt.store.read(repo.count_by_status)
+    except Exception:
+        return failure("the job database does not answer", 503, {"database": "down"})
+    inventory = rt.executor.inventory()
+    return envelope(
+        {
+            "status": "ok",
+            "executor": rt.executor.name,
+            "gpu_source": inventory.source,
+            "queued": counts[JobStatus.QUEUED],
+            "running": counts[JobStatus.RUNNING],
+            "version": rt.version,
+        },
+        "ok",
+    )
+
+
+@router.get("/metrics", response_class=Response, tags=["service"])
+async def metrics(rt: Rt) -> Response:
+    """Prometheus text format."""
+    counts = await rt.store.read(repo.count_by_status)
+    active = await rt.store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
+    held: dict[str, set[str]] = {}
+    for node, index in holders(active):
+        held.setdefault(node, set()).add(index)
+    body = rt.metrics.render(counts, rt.executor.inventory(), held)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _parse_statuses(text: str | None) -> list[JobStatus]:
+    if not text:
+        return []
+    statuses = []
+    for part in filter(None, (piece.strip().lower() for piece in text.split(","))):
+        try:
+            statuses.append(JobStatus(part))
+        except ValueError:
+            allowed = ", ".join(s.value for s in JobStatus)
+            raise InvalidSpec(f"status {part!r} is not a job state; use {allowed}", field="status") from None
+    return statuses

@@ -1,0 +1,60 @@
+"""Tables.  Changes here need an Alembic migration in ``migrations/versions``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite forgets the zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=timezone.utc) if value is not None else None
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    user: Mapped[str] = mapped_column(String(255), nullable=False)
+    groups: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    name: Mapped[str] = mapped_column(String(128), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[str] = mapped_column(String(16), nullable=False)
+    gpu_required: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    gpu_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    gpu_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    cpu_request: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    node: Mapped[str | None] = mapped_column(String(255))
+    gpus: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    admitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_jobs_user_seq", "user", "seq"),
+        Index("ix_jobs_status_seq", "status", "seq"),
+    )

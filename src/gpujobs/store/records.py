@@ -1,0 +1,69 @@
+"""Plain snapshots of rows, safe to pass between threads and layers (no ORM session attached)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..models import JobSpec, JobStatus, JobView, Priority
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    seq: int
+    job_id: str
+    user: str
+    name: str
+    status: JobStatus
+    priority: Priority
+    gpu_required: bool
+    gpu_count: int
+    gpu_type: str
+    cpu_request: float
+    spec: dict[str, Any]
+    created_at: datetime
+    groups: tuple[str, ...] = ()
+    reason: str | None = None
+    message: str | None = None
+    node: str | None = None
+    gpus: tuple[str, ...] = field(default_factory=tuple)
+    exit_code: int | None = None
+    attempts: int = 0
+    admitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def job_spec(self) -> JobSpec:
+        return JobSpec.model_validate(self.spec)
+
+    def view(self, *, message: str | None = None, queue_position: int | None = None) -> JobView:
+        """The API view; a waiting job's live ``message`` and position come from the scheduler."""
+        spec = self.spec
+        return JobView(
+            job_id=self.job_id,
+            name=self.name,
+            user=self.user,
+            status=self.status,
+            reason=self.reason,
+            message=message if message is not None else self.message,
+            queue_position=queue_position,
+            gpu_required=self.gpu_required,
+            gpu_count=self.gpu_count,
+            gpu_type=self.gpu_type,
+            priority=self.priority,
+            cpu_limit=spec.get("cpu_limit"),
+            memory_limit=spec.get("memory_limit"),
+            timeout_seconds=spec.get("timeout_seconds"),
+            retries=spec.get("retries", 0),
+            attempts=self.attempts,
+            image=spec.get("image"),
+            script_path=spec.get("script_path"),
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            exit_code=self.exit_code,
+            node=self.node,
+            gpus=list(self.gpus),
+        )
