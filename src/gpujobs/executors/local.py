@@ -281,15 +281,8 @@ class LocalExecutor(Executor):
     async def _check(self, watched: _Watched) -> None:
         result_file = watched.directory / "result.json"
         started_file = watched.directory / "started.json"
-        if result_file.exists():
-            result = json.loads(result_file.read_text())
-            del self._watched[watched.job_id]
-            if watched.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    watched.process.wait(timeout=5)
-            await self._emit(_event_from_result(watched.job_id, result))
-            return
         if watched.status is JobStatus.PENDING and started_file.exists():
+            # Reported even when the job has already ended, so its start time is never lost.
             started = json.loads(started_file.read_text())
             watched.status = JobStatus.RUNNING
             await self._emit(
@@ -298,6 +291,14 @@ class LocalExecutor(Executor):
                     at=datetime.fromtimestamp(started["at"], timezone.utc),
                 )
             )
+        if result_file.exists():
+            result = json.loads(result_file.read_text())
+            del self._watched[watched.job_id]
+            if watched.process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    watched.process.wait(timeout=5)
+            await self._emit(_event_from_result(watched.job_id, result))
+            return
         alive = watched.runner_alive()
         if alive is None and time.monotonic() - watched.since < RUNNER_APPEAR_SECONDS:
             return
