@@ -4,4 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$(pwd)/node_modules/.bin:$(pwd)/.venv/bin:$PATH"
+if [ $# -eq 0 ]; then
+    echo "== lint (ruff) and types (mypy)"
+    .venv/bin/ruff check src tests bench
+    .venv/bin/ruff format --check src tests bench
+    .venv/bin/mypy
+fi
+echo "== tests"
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -45,7 +46,9 @@ class World:
             "GPUJOBS_NVML": "false",
         }
 
-    def start(self, *args: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServiceProcess:
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, data_dir: Path | None = None
+    ) -> ServiceProcess:
         service = ServiceProcess(data_dir or self.root / "data", {**self.env, **(env or {})}, list(args))
         self.services.append(service.start())
         return service
@@ -68,10 +71,8 @@ def kill_leftover_jobs(data_dir: Path) -> None:
             if path.exists():
                 pid = json.loads(path.read_text())["pid"]
                 for kill in (os.killpg, os.kill):
-                    try:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
                         kill(pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
 
 
 @pytest.fixture

@@ -24,7 +24,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.05, what: str = "") -> T:
+def wait_for(
+    condition: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.05, what: str = ""
+) -> T:
     """Poll until ``condition()`` is truthy and return it; fail after ``timeout`` (a bound, not a bet)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -56,9 +58,20 @@ class ServiceProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gpujobs.cli", "serve", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), *self.args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gpujobs.cli",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                *self.args,
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         wait_for(self._healthy, timeout=60, what=f"gpujobs on port {self.port} (log: {self.log_path})")
@@ -125,7 +138,8 @@ class Api:
     def wait_status(self, job_id: str, *states: str, timeout: float = 60) -> dict[str, Any]:
         return wait_for(
             lambda: (view := self.status(job_id))["status"] in states and view,
-            timeout=timeout, what=f"job {job_id} to be {'/'.join(states)}",
+            timeout=timeout,
+            what=f"job {job_id} to be {'/'.join(states)}",
         )
 
     def jobs(self, **params: Any) -> list[dict[str, Any]]:

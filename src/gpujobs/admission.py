@@ -46,7 +46,8 @@ def check_spec(spec: JobSpec, *, settings: Settings, username: str, inventory: I
     updates: dict[str, object] = {}
     if spec.script is not None and len(spec.script.encode()) > settings.max_inline_script_bytes:
         raise PayloadTooLarge(
-            f"script is larger than {settings.max_inline_script_bytes} bytes; save it as a file and use script_path",
+            f"script is larger than {settings.max_inline_script_bytes} bytes; "
+            "save it as a file and use script_path",
             field="script",
         )
     if spec.script_path is not None:
@@ -63,13 +64,15 @@ def check_spec(spec: JobSpec, *, settings: Settings, username: str, inventory: I
         known = types_with_families(inventory.gpu_types())
         if gpu_type != ANY and gpu_type not in known:
             listed = ", ".join(sorted(known | {ANY})) if known else "none: this executor has no GPUs"
-            raise InvalidSpec(f"gpu_type {spec.gpu_type!r} is not available here; known types: {listed}",
-                              field="gpu_type")
+            raise InvalidSpec(
+                f"gpu_type {spec.gpu_type!r} is not available here; known types: {listed}", field="gpu_type"
+            )
         most = inventory.most_on_one_node(gpu_type)
         if gpus > most:
             label = "GPU" if gpu_type == ANY else gpu_type
             raise InvalidSpec(
-                f"gpu_count {gpus} is more than any node has: at most {most} {label} on one node", field="gpu_count"
+                f"gpu_count {gpus} is more than any node has: at most {most} {label} on one node",
+                field="gpu_count",
             )
     updates["gpu_type"] = gpu_type
     updates["gpu_count"] = gpus

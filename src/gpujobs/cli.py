@@ -25,14 +25,18 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of options (also GPUJOBS_CONFIG)")
     parser.add_argument("--executor", choices=["local"], default=None, help="where jobs run (default: local)")
     parser.add_argument("--data-dir", default=None, help="database, job folders and logs")
-    parser.add_argument("--simulate-gpus", default=None, metavar="SPEC", help="add simulated GPUs, e.g. a100-80gb:2,t4:1")
+    parser.add_argument(
+        "--simulate-gpus", default=None, metavar="SPEC", help="add simulated GPUs, e.g. a100-80gb:2,t4:1"
+    )
     parser.add_argument("--host", default=None, help="bind address when not run by JupyterHub")
     parser.add_argument("--port", type=int, default=None, help="port when not run by JupyterHub")
     parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpujobs", description="Run Python scripts as GPU jobs from JupyterHub.")
+    parser = argparse.ArgumentParser(
+        prog="gpujobs", description="Run Python scripts as GPU jobs from JupyterHub."
+    )
     parser.add_argument("--url", help="the gpujobs service URL (default: GPUJOBS_URL)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -40,15 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_options(serve)
 
     submit = commands.add_parser("submit", help="submit a script as a job")
-    submit.add_argument("script", help="path of the Python script")
-    submit.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (after --)")
+    submit.add_argument("script", help="path of the Python script; its own arguments go after --")
     submit.add_argument("--name")
     submit.add_argument("--gpus", type=int, default=None, help="number of GPUs (default 0)")
     submit.add_argument("--gpu-type", default=None, help="any, a family (a100) or a sized type (a100-80gb)")
     submit.add_argument("--cpu", default=None, help="CPU cores, e.g. 4 or 500m")
     submit.add_argument("--memory", default=None, help="memory, e.g. 8Gi")
     submit.add_argument("--priority", choices=["low", "normal", "high"], default=None)
-    submit.add_argument("--requirement", "-r", action="append", default=[], help="PEP 508 requirement (repeatable)")
+    submit.add_argument(
+        "--requirement", "-r", action="append", default=[], help="PEP 508 requirement (repeatable)"
+    )
     submit.add_argument("--env", "-e", action="append", default=[], metavar="NAME=VALUE")
     submit.add_argument("--timeout", type=int, default=None, help="seconds before the job is killed")
     submit.add_argument("--retries", type=int, default=None)
@@ -75,25 +80,52 @@ def _serve(options: argparse.Namespace) -> int:
     from .service.main import serve
 
     return serve(
-        config_file=options.config, executor=options.executor, data_dir=options.data_dir,
-        simulate_gpus=options.simulate_gpus, host=options.host, port=options.port, log_level=options.log_level,
+        config_file=options.config,
+        executor=options.executor,
+        data_dir=options.data_dir,
+        simulate_gpus=options.simulate_gpus,
+        host=options.host,
+        port=options.port,
+        log_level=options.log_level,
     )
 
 
 def _print_job(view: dict[str, Any]) -> None:
     rows = [
-        ("job", view["job_id"]), ("name", view["name"]), ("user", view["user"]), ("status", view["status"]),
-        ("reason", view.get("reason")), ("message", view.get("message")),
+        ("job", view["job_id"]),
+        ("name", view["name"]),
+        ("user", view["user"]),
+        ("status", view["status"]),
+        ("reason", view.get("reason")),
+        ("message", view.get("message")),
         ("queue position", view.get("queue_position")),
         ("gpus", f"{view['gpu_count']} x {view['gpu_type']}" if view["gpu_count"] else "none"),
         ("node / devices", f"{view.get('node') or ''} {','.join(view.get('gpus') or [])}".strip()),
-        ("created", view.get("created_at")), ("started", view.get("started_at")),
-        ("finished", view.get("finished_at")), ("exit code", view.get("exit_code")),
+        ("created", view.get("created_at")),
+        ("started", view.get("started_at")),
+        ("finished", view.get("finished_at")),
+        ("exit code", view.get("exit_code")),
     ]
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         if value not in (None, ""):
             print(f"{key.ljust(width)}  {value}")
+
+
+def job_row(view: dict[str, Any]) -> tuple[str, ...]:
+    """One line of ``gpujobs list``: what a person scans for (state, place in the queue, why)."""
+    position = f" #{view['queue_position']}" if view.get("queue_position") else ""
+    gpus = f"{view['gpu_count']}x{view['gpu_type']}" if view["gpu_count"] else "-"
+    why = view.get("reason") or view.get("message") or ""
+    return (
+        view["job_id"],
+        view["name"][:24],
+        view["user"],
+        view["status"] + position,
+        gpus,
+        short_time(view.get("created_at")),
+        why[:60],
+    )
 
 
 def _follow(client: Client, job_id: str) -> int:
@@ -118,11 +150,20 @@ def _user_command(options: argparse.Namespace) -> int:
             if not sep:
                 raise ApiError(0, f"--env {item!r}: use NAME=VALUE")
             env[name] = value
-        args = options.args[1:] if options.args[:1] == ["--"] else options.args
+        args = options.script_args
         job = client.submit(
-            options.script, name=options.name, args=args, gpus=options.gpus, gpu_type=options.gpu_type,
-            cpu=options.cpu, memory=options.memory, priority=options.priority, requirements=options.requirement,
-            env=env, timeout=options.timeout, retries=options.retries,
+            options.script,
+            name=options.name,
+            args=args,
+            gpus=options.gpus,
+            gpu_type=options.gpu_type,
+            cpu=options.cpu,
+            memory=options.memory,
+            priority=options.priority,
+            requirements=options.requirement,
+            env=env,
+            timeout=options.timeout,
+            retries=options.retries,
         )
         print(f"submitted job {job.id}: {describe(job.view)}", file=sys.stderr)
         if options.follow:
@@ -142,26 +183,29 @@ def _user_command(options: argparse.Namespace) -> int:
         return 0
     if command == "list":
         jobs = client.jobs(user=options.user, status=options.status, limit=options.limit)
-        rows = [
-            (j.id, j.view["name"][:24], j.view["user"], j.state + (f" #{j.view['queue_position']}" if j.view.get("queue_position") else ""),
-             f"{j.view['gpu_count']}x{j.view['gpu_type']}" if j.view["gpu_count"] else "-",
-             short_time(j.view.get("created_at")), (j.view.get("reason") or j.view.get("message") or "")[:60])
-            for j in jobs
-        ]
+        rows = [job_row(job.view) for job in jobs]
         print(table(["JOB", "NAME", "USER", "STATUS", "GPUS", "CREATED", "WHY"], rows) if rows else "no jobs")
         return 0
     if command == "gpus":
         status = client.gpu_status()
         print(f"{status['available_gpus']} of {status['total_gpus']} GPUs free ({status['source']})")
-        rows = [(t["gpu_type"], t["total"], t["available"], t["used"], t.get("queued_demand", 0)) for t in status["gpu_types"]]
-        if rows:
-            print(table(["TYPE", "TOTAL", "FREE", "USED", "QUEUED DEMAND"], rows))
+        by_type = [
+            (t["gpu_type"], t["total"], t["available"], t["used"], t.get("queued_demand", 0))
+            for t in status["gpu_types"]
+        ]
+        if by_type:
+            print(table(["TYPE", "TOTAL", "FREE", "USED", "QUEUED DEMAND"], by_type))
         return 0
     raise AssertionError(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" belongs to the job's script, untouched by our option parsing.
+    script_args = words[words.index("--") + 1 :] if "--" in words else []
+    words = words[: words.index("--")] if "--" in words else words
+    options = build_parser().parse_args(words)
+    options.script_args = script_args
     try:
         if options.command == "serve":
             return _serve(options)

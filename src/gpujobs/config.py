@@ -40,14 +40,18 @@ class Settings(BaseSettings):
     simulate_gpus: str = Field("", description="Simulated devices, e.g. 'a100-80gb:2,t4:1'.")
     nvml: bool = Field(True, description="Discover real GPUs with NVML.")
 
-    home_template: str = Field("/home/{username}", description="Each user's home; relative paths resolve here.")
+    home_template: str = Field(
+        "/home/{username}", description="Each user's home; relative paths resolve here."
+    )
     shared_roots: StrList = Field(default_factory=list, description="Shared storage roots, e.g. /shared.")
     admin_users: StrList = Field(default_factory=list)
     admin_groups: StrList = Field(default_factory=list)
 
     job_python: str | None = Field(None, description="Interpreter for jobs; this one by default.")
     run_as_user: bool = Field(True, description="When root, run jobs as the system user of the same name.")
-    pip_extra_args: StrList = Field(default_factory=list, description="Operator's pip options, e.g. an index.")
+    pip_extra_args: StrList = Field(
+        default_factory=list, description="Operator's pip options, e.g. an index."
+    )
     kill_grace_seconds: float = 5.0
     max_inline_script_bytes: int = 1024 * 1024
     allowed_images: StrList = Field(default_factory=lambda: ["gpujobs-runtime:cpu", "gpujobs-runtime:gpu"])
@@ -62,11 +66,19 @@ class Settings(BaseSettings):
     hub_api_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("JUPYTERHUB_API_TOKEN", "hub_api_token")
     )
-    service_name: str = Field("gpujobs", validation_alias=AliasChoices("JUPYTERHUB_SERVICE_NAME", "service_name"))
-    service_prefix: str = Field("/", validation_alias=AliasChoices("JUPYTERHUB_SERVICE_PREFIX", "service_prefix"))
-    service_url: str | None = Field(None, validation_alias=AliasChoices("JUPYTERHUB_SERVICE_URL", "service_url"))
+    service_name: str = Field(
+        "gpujobs", validation_alias=AliasChoices("JUPYTERHUB_SERVICE_NAME", "service_name")
+    )
+    service_prefix: str = Field(
+        "/", validation_alias=AliasChoices("JUPYTERHUB_SERVICE_PREFIX", "service_prefix")
+    )
+    service_url: str | None = Field(
+        None, validation_alias=AliasChoices("JUPYTERHUB_SERVICE_URL", "service_url")
+    )
 
-    @field_validator("shared_roots", "admin_users", "admin_groups", "pip_extra_args", "allowed_images", mode="before")
+    @field_validator(
+        "shared_roots", "admin_users", "admin_groups", "pip_extra_args", "allowed_images", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

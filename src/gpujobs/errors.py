@@ -67,5 +67,5 @@ HTTP_STATUS: dict[type[GpujobsError], int] = {
 def http_status(error: GpujobsError) -> int:
     for cls in type(error).__mro__:
         if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]  # type: ignore[index]
+            return HTTP_STATUS[cls]
     return 500

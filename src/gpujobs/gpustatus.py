@@ -38,9 +38,14 @@ def build_gpu_status(
             if include_nodes:
                 devices.append(
                     GpuDevice(
-                        index=device.index, uuid=device.uuid, gpu_type=device.gpu_type, product=device.product,
-                        memory_mib=device.memory_mib, utilization_percent=device.utilization_percent,
-                        simulated=device.simulated, job_id=holder,
+                        index=device.index,
+                        uuid=device.uuid,
+                        gpu_type=device.gpu_type,
+                        product=device.product,
+                        memory_mib=device.memory_mib,
+                        utilization_percent=device.utilization_percent,
+                        simulated=device.simulated,
+                        job_id=holder,
                     )
                 )
         types = {device.gpu_type for device in node.devices}
@@ -51,15 +56,23 @@ def build_gpu_status(
                 GpuNodeView(
                     name=node.name,
                     gpu_type=types.pop() if len(types) == 1 else (None if not types else "mixed"),
-                    total=total_here, available=available_here, used=used_here,
-                    ready=node.ready, schedulable=node.schedulable, taints=list(node.taints), devices=devices,
+                    total=total_here,
+                    available=available_here,
+                    used=used_here,
+                    ready=node.ready,
+                    schedulable=node.schedulable,
+                    taints=list(node.taints),
+                    devices=devices,
                 )
             )
     for gpu_type in queued_demand:
         per_type.setdefault(gpu_type, [0, 0, 0])
     summaries = [
         GpuTypeSummary(
-            gpu_type=gpu_type, total=total, available=available, used=used,
+            gpu_type=gpu_type,
+            total=total,
+            available=available,
+            used=used,
             queued_demand=queued_demand.get(gpu_type, 0),
         )
         for gpu_type, (total, available, used) in sorted(per_type.items())
@@ -75,4 +88,3 @@ def build_gpu_status(
         last_updated=inventory.updated_at,
         source=inventory.source,
     )
-

@@ -50,6 +50,9 @@ class Inventory:
     def most_on_one_node(self, gpu_type: str) -> int:
         """The most devices serving ``gpu_type`` that any one node has (ready or not)."""
         return max(
-            (sum(1 for device in node.devices if satisfies(device.gpu_type, gpu_type)) for node in self.nodes),
+            (
+                sum(1 for device in node.devices if satisfies(device.gpu_type, gpu_type))
+                for node in self.nodes
+            ),
             default=0,
         )

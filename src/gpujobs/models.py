@@ -56,8 +56,20 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variables a job may not set: they would escape GPU pinning, load foreign code into the interpreter,
 # or impersonate what gpujobs and JupyterHub set.
 RESERVED_ENV = frozenset(
-    {"PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT",
-     "CUDA_DEVICE_ORDER", "HOME", "USER", "LOGNAME", "SHELL"}
+    {
+        "PATH",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "LD_AUDIT",
+        "CUDA_DEVICE_ORDER",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+    }
 )
 RESERVED_ENV_SUFFIXES = ("_VISIBLE_DEVICES",)
 RESERVED_ENV_PREFIXES = ("GPUJOBS_", "JUPYTERHUB_", "LD_")
@@ -67,13 +79,17 @@ def env_name_problem(name: str) -> str | None:
     if not _ENV_NAME.match(name):
         return f"{name!r} is not a valid variable name (letters, digits and _, not starting with a digit)"
     upper = name.upper()
-    if upper in RESERVED_ENV or upper.endswith(RESERVED_ENV_SUFFIXES) or upper.startswith(RESERVED_ENV_PREFIXES):
+    if (
+        upper in RESERVED_ENV
+        or upper.endswith(RESERVED_ENV_SUFFIXES)
+        or upper.startswith(RESERVED_ENV_PREFIXES)
+    ):
         return f"{name!r} is reserved: gpujobs sets it (or it could escape GPU pinning)"
     return None
 
 
 def requirement_problem(text: str) -> str | None:
-    """Why ``text`` is not a plain PEP 508 requirement (``numpy>=1.26``, ``torch[cuda]; python_version>'3'``)."""
+    """Why ``text`` is not a plain PEP 508 requirement such as ``numpy>=1.26``; None when it is one."""
     stripped = text.strip()
     if not stripped:
         return "empty requirement"
@@ -99,28 +115,43 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    name: str = Field("job", min_length=1, max_length=128, description="A name for people; need not be unique.")
-    script_path: str | None = Field(
-        None, max_length=4096,
-        description="The script to run: relative to your home, or absolute inside your home or shared storage.",
+    name: str = Field(
+        "job", min_length=1, max_length=128, description="A name for people; need not be unique."
     )
-    script: str | None = Field(None, description="Inline Python source, run instead of a file (at most 1 MiB).")
-    args: list[str] = Field(default_factory=list, max_length=MAX_ARGS, description="Arguments after the script.")
+    script_path: str | None = Field(
+        None,
+        max_length=4096,
+        description="The script to run: relative to your home, or absolute inside your home or shared "
+        "storage.",
+    )
+    script: str | None = Field(
+        None, description="Inline Python source, run instead of a file (at most 1 MiB)."
+    )
+    args: list[str] = Field(
+        default_factory=list, max_length=MAX_ARGS, description="Arguments after the script."
+    )
     requirements: list[str] = Field(
-        default_factory=list, max_length=MAX_REQUIREMENTS,
+        default_factory=list,
+        max_length=MAX_REQUIREMENTS,
         description="PEP 508 requirements installed for this job only (e.g. 'numpy>=1.26').",
     )
     environment: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
     working_dir: str | None = Field(None, max_length=4096, description="Defaults to your home.")
     gpu_required: bool | None = Field(None, description="Whether the job needs GPUs; implied by gpu_count.")
-    gpu_count: int | None = Field(None, ge=0, le=MAX_GPU_COUNT, description="GPUs on one node; 1 when gpu_required.")
-    gpu_type: str = Field("any", max_length=64, description="'any', a family ('a100') or a sized type ('a100-80gb').")
+    gpu_count: int | None = Field(
+        None, ge=0, le=MAX_GPU_COUNT, description="GPUs on one node; 1 when gpu_required."
+    )
+    gpu_type: str = Field(
+        "any", max_length=64, description="'any', a family ('a100') or a sized type ('a100-80gb')."
+    )
     cpu_limit: str | None = Field(None, description="CPU cores as a Kubernetes quantity: '4', '0.5', '500m'.")
     memory_limit: str | None = Field(None, description="Memory as a Kubernetes quantity: '8Gi', '512Mi'.")
     priority: Priority = Field(Priority.NORMAL, description="low, normal or high.")
     timeout_seconds: int | None = Field(None, ge=1, le=30 * 86400, description="Killed after this long.")
     retries: int = Field(0, ge=0, le=10, description="Runs again after a failure, this many times at most.")
-    image: str | None = Field(None, max_length=256, description="Container image (Kubernetes); from the allowed list.")
+    image: str | None = Field(
+        None, max_length=256, description="Container image (Kubernetes); from the allowed list."
+    )
 
     @field_validator("name")
     @classmethod
@@ -176,7 +207,9 @@ class JobSpec(BaseModel):
         try:
             cores = parse_cpu(value)
         except QuantityError:
-            raise ValueError(f"{value!r} is not a CPU quantity; use cores ('4', '0.5') or millicores ('500m')") from None
+            raise ValueError(
+                f"{value!r} is not a CPU quantity; use cores ('4', '0.5') or millicores ('500m')"
+            ) from None
         if cores <= 0:
             raise ValueError("cpu_limit must be more than 0")
         return value.strip()
@@ -227,9 +260,15 @@ class JobView(BaseModel):
     name: str
     user: str
     status: JobStatus
-    reason: str | None = Field(None, description="Why it ended or waits: NonZeroExit, OOMKilled, Timeout, ...")
-    message: str | None = Field(None, description="For people: what a waiting job waits for, or how it ended.")
-    queue_position: int | None = Field(None, description="1 for the next job to be admitted; null unless queued.")
+    reason: str | None = Field(
+        None, description="Why it ended or waits: NonZeroExit, OOMKilled, Timeout, ..."
+    )
+    message: str | None = Field(
+        None, description="For people: what a waiting job waits for, or how it ended."
+    )
+    queue_position: int | None = Field(
+        None, description="1 for the next job to be admitted; null unless queued."
+    )
     gpu_required: bool
     gpu_count: int
     gpu_type: str

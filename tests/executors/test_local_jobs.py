@@ -22,8 +22,12 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     name, version = "gpujobs_tiny_pkg", "1.0"
     files = {
         f"{name}/__init__.py": "GREETING = 'hello from tiny-pkg'\n",
-        f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: gpujobs-tiny-pkg\nVersion: {version}\n",
-        f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{name}-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: gpujobs-tiny-pkg\nVersion: {version}\n"
+        ),
+        f"{name}-{version}.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
     }
     record = []
     for path, text in files.items():
@@ -40,7 +44,8 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def service(module_world, wheels: Path):
     return module_world.start(
-        "--simulate-gpus", "a100-80gb:2,t4:1",
+        "--simulate-gpus",
+        "a100-80gb:2,t4:1",
         env={"GPUJOBS_PIP_EXTRA_ARGS": f"--no-index,--find-links={wheels}"},
     )
 
@@ -57,8 +62,9 @@ def test_a_job_runs_pinned_to_exactly_its_gpus_with_a_clean_environment(alice: A
         " 'JUPYTERHUB_API_TOKEN', 'GPUJOBS_JOB_ID', 'MY_SETTING', 'OMP_NUM_THREADS', 'HOME')}))\n"
         "print('cwd', os.getcwd())\n"
     )
-    job = alice.submit_ok(**script(code, gpu_count=2, gpu_type="a100", cpu_limit="1500m",
-                                   environment={"MY_SETTING": "on"}))
+    job = alice.submit_ok(
+        **script(code, gpu_count=2, gpu_type="a100", cpu_limit="1500m", environment={"MY_SETTING": "on"})
+    )
     done = alice.wait_status(job["job_id"], "completed", "failed")
     assert done["status"] == "completed" and done["exit_code"] == 0
     assert len(done["gpus"]) == 2 and done["node"]
@@ -83,7 +89,9 @@ def test_no_gpu_is_held_by_two_live_jobs(alice: Api, tmp_path: Path) -> None:
     first = alice.submit_ok(**script(WAIT_FOR_FILE.format(path=str(release)), gpu_count=1, gpu_type="t4"))
     alice.wait_status(first["job_id"], "running")
     second = alice.submit_ok(**script("print('second')", gpu_count=1, gpu_type="t4"))
-    waiting = wait_for(lambda: (v := alice.status(second["job_id"]))["queue_position"] and v, what="queue position")
+    waiting = wait_for(
+        lambda: (v := alice.status(second["job_id"]))["queue_position"] and v, what="queue position"
+    )
     assert waiting["status"] == "queued"
     assert waiting["message"] == "no free t4: 0 of 1 free, 1 needed"
     assert waiting["queue_position"] == 1
@@ -105,13 +113,18 @@ def test_non_zero_exit_fails_with_the_code_and_the_output(alice: Api) -> None:
 
 
 def test_timeout_kills_the_job(alice: Api) -> None:
-    job = alice.submit_ok(**script("import time; print('start', flush=True); time.sleep(120)", timeout_seconds=1))
+    job = alice.submit_ok(
+        **script("import time; print('start', flush=True); time.sleep(120)", timeout_seconds=1)
+    )
     done = alice.wait_status(job["job_id"], "failed")
     assert done["reason"] == "Timeout" and "timeout of 1 s" in done["message"]
 
 
 def test_memory_limit_kills_the_job(alice: Api) -> None:
-    code = "import time\nblocks = []\nfor _ in range(100):\n    blocks.append(bytearray(16 * 2**20))\n    time.sleep(0.02)\n"
+    code = (
+        "import time\nblocks = []\n"
+        "for _ in range(100):\n    blocks.append(bytearray(16 * 2**20))\n    time.sleep(0.02)\n"
+    )
     job = alice.submit_ok(**script(code, memory_limit="64Mi"))
     done = alice.wait_status(job["job_id"], "failed")
     assert done["reason"] == "OOMKilled" and "64Mi" in done["message"]
@@ -151,8 +164,12 @@ def test_cancel_a_queued_job_means_it_never_runs(alice: Api, tmp_path: Path) -> 
 
 
 def test_requirements_are_installed_for_the_job(alice: Api) -> None:
-    job = alice.submit_ok(**script("import gpujobs_tiny_pkg; print(gpujobs_tiny_pkg.GREETING)",
-                                   requirements=["gpujobs-tiny-pkg>=1.0"]))
+    job = alice.submit_ok(
+        **script(
+            "import gpujobs_tiny_pkg; print(gpujobs_tiny_pkg.GREETING)",
+            requirements=["gpujobs-tiny-pkg>=1.0"],
+        )
+    )
     done = alice.wait_status(job["job_id"], "completed", "failed", timeout=120)
     logs = alice.logs(job["job_id"])
     assert done["status"] == "completed", logs
@@ -169,7 +186,9 @@ def test_a_failed_install_fails_the_job_with_pips_output(alice: Api) -> None:
 
 def test_logs_follow_streams_lines_while_the_job_runs(alice: Api, tmp_path: Path) -> None:
     release = tmp_path / "release"
-    code = "print('first line', flush=True)\n" + WAIT_FOR_FILE.format(path=str(release)) + "print('last line')\n"
+    code = (
+        "print('first line', flush=True)\n" + WAIT_FOR_FILE.format(path=str(release)) + "print('last line')\n"
+    )
     job = alice.submit_ok(**script(code))
     received = []
     with alice.http.stream("GET", f"api/k8s/job/{job['job_id']}/logs", params={"follow": "true"}) as stream:
@@ -191,8 +210,10 @@ def test_tail_returns_the_last_lines(alice: Api) -> None:
 
 def test_retries_run_a_failed_job_again(alice: Api, tmp_path: Path) -> None:
     marker = tmp_path / "attempted"
-    code = (f"import os, sys\nif not os.path.exists({str(marker)!r}):\n"
-            f"    open({str(marker)!r}, 'w').close(); sys.exit(1)\nprint('second time lucky')\n")
+    code = (
+        f"import os, sys\nif not os.path.exists({str(marker)!r}):\n"
+        f"    open({str(marker)!r}, 'w').close(); sys.exit(1)\nprint('second time lucky')\n"
+    )
     job = alice.submit_ok(**script(code, retries=2))
     done = alice.wait_status(job["job_id"], "completed", "failed")
     assert (done["status"], done["attempts"]) == ("completed", 2)
@@ -209,5 +230,5 @@ def test_script_files_and_arguments(alice: Api, module_world) -> None:
 def test_metrics_count_jobs_and_gpus(alice: Api, service) -> None:
     text = alice.http.get("metrics").text
     assert 'gpujobs_gpus_total{gpu_type="a100-80gb"} 2.0' in text
-    assert "gpujobs_jobs{state=\"completed\"}" in text
+    assert 'gpujobs_jobs{state="completed"}' in text
     assert "gpujobs_submit_seconds_count" in text

@@ -1,6 +1,7 @@
 """Every refused request: a clear 4xx naming the field, and nothing stored or run."""
 
 import os
+
 import pytest
 
 from helpers import Api
@@ -23,7 +24,11 @@ CASES = [
     ({"script": "x", "memory_limit": "8 gigs"}, "memory_limit", "not a memory quantity"),
     ({"script": "x", "gpu_count": 99}, "gpu_count", "less than or equal to 16"),
     ({"script": "x", "gpu_count": 3, "gpu_type": "a100"}, "gpu_count", "at most 2 a100"),
-    ({"script": "x", "gpu_count": 1, "gpu_type": "h100"}, "gpu_type", "known types: a100, a100-80gb, any, t4"),
+    (
+        {"script": "x", "gpu_count": 1, "gpu_type": "h100"},
+        "gpu_type",
+        "known types: a100, a100-80gb, any, t4",
+    ),
     ({"script_path": "../bob/secret.py"}, "script_path", "'..'"),
     ({"script_path": "/etc/passwd"}, "script_path", "outside your allowed folders"),
     ({"script_path": "escape.py"}, "script_path", "outside your allowed folders"),
@@ -31,7 +36,11 @@ CASES = [
     ({"script_path": "train.py", "script": "x"}, None, "exactly one of script_path"),
     ({"name": "nothing"}, None, "exactly one of script_path"),
     ({"script": "x", "requirements": ["numpy; touch x"]}, "requirements", "PEP 508"),
-    ({"script": "x", "requirements": ["--index-url https://evil.example/simple"]}, "requirements", "pip option"),
+    (
+        {"script": "x", "requirements": ["--index-url https://evil.example/simple"]},
+        "requirements",
+        "pip option",
+    ),
     ({"script": "x", "requirements": ["-e ."]}, "requirements", "pip option"),
     ({"script": "x", "environment": {"LD_PRELOAD": "/tmp/x.so"}}, "environment", "reserved"),
     ({"script": "x", "environment": {"CUDA_VISIBLE_DEVICES": "0,1"}}, "environment", "reserved"),
@@ -60,7 +69,9 @@ def test_bad_specs_are_422_naming_the_field_and_nothing_runs(setup, body, field,
 
 def test_malformed_bodies(setup) -> None:
     _service, alice = setup
-    not_json = alice.http.post("api/k8s/submit-job", content=b"{nope", headers={"Content-Type": "application/json"})
+    not_json = alice.http.post(
+        "api/k8s/submit-job", content=b"{nope", headers={"Content-Type": "application/json"}
+    )
     assert not_json.status_code == 422 and "not valid JSON" in not_json.json()["message"]
     a_list = alice.http.post("api/k8s/submit-job", json=["script"])
     assert a_list.status_code == 422
@@ -102,7 +113,8 @@ def test_the_briefs_example_requests_are_accepted_verbatim(setup, module_world) 
     }
     single = alice.submit_ok(**body)
     assert single["gpu_count"] == 1 and single["gpu_type"] == "any"
-    distributed = alice.submit_ok(**{**body, "name": "distributed-training", "gpu_count": 2, "cpu_limit": "8",
-                                     "memory_limit": "16Gi"})
+    distributed = alice.submit_ok(
+        **{**body, "name": "distributed-training", "gpu_count": 2, "cpu_limit": "8", "memory_limit": "16Gi"}
+    )
     assert distributed["gpu_count"] == 2
     assert {j["name"] for j in alice.jobs()} == {"cnn-training", "distributed-training"}

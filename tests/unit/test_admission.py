@@ -20,19 +20,33 @@ def settings(tmp_path: Path) -> Settings:
     (tmp_path / "shared" / "examples").mkdir(parents=True)
     (tmp_path / "shared" / "examples" / "ml.py").write_text("print(3)")
     (tmp_path / "outside.py").write_text("print(4)")
-    return Settings(home_template=str(tmp_path / "home" / "{username}"), shared_roots=[str(tmp_path / "shared")],
-                    data_dir=tmp_path / "data")
+    return Settings(
+        home_template=str(tmp_path / "home" / "{username}"),
+        shared_roots=[str(tmp_path / "shared")],
+        data_dir=tmp_path / "data",
+    )
 
 
 INVENTORY = Inventory(
-    nodes=(Node("n", devices=(Device("0", "a100-80gb", "A100"), Device("1", "a100-80gb", "A100"),
-                              Device("2", "t4", "T4"))),),
-    source="simulated", updated_at=datetime.now(timezone.utc),
+    nodes=(
+        Node(
+            "n",
+            devices=(
+                Device("0", "a100-80gb", "A100"),
+                Device("1", "a100-80gb", "A100"),
+                Device("2", "t4", "T4"),
+            ),
+        ),
+    ),
+    source="simulated",
+    updated_at=datetime.now(timezone.utc),
 )
 
 
 def check(settings: Settings, **fields) -> JobSpec:
-    return check_spec(JobSpec.model_validate(fields), settings=settings, username="alice", inventory=INVENTORY)
+    return check_spec(
+        JobSpec.model_validate(fields), settings=settings, username="alice", inventory=INVENTORY
+    )
 
 
 def refused(settings: Settings, **fields) -> InvalidSpec:
@@ -42,7 +56,9 @@ def refused(settings: Settings, **fields) -> InvalidSpec:
 
 
 def test_relative_paths_resolve_in_the_home(settings: Settings, tmp_path: Path) -> None:
-    assert check(settings, script_path="train.py").script_path == str(tmp_path / "home" / "alice" / "train.py")
+    assert check(settings, script_path="train.py").script_path == str(
+        tmp_path / "home" / "alice" / "train.py"
+    )
 
 
 def test_shared_roots_are_allowed(settings: Settings, tmp_path: Path) -> None:
@@ -56,8 +72,13 @@ def test_dot_dot_is_refused(settings: Settings) -> None:
 
 
 def test_another_users_home_and_elsewhere_are_refused(settings: Settings, tmp_path: Path) -> None:
-    assert "outside your allowed folders" in refused(settings, script_path=str(tmp_path / "home/bob/secret.py")).message
-    assert "outside your allowed folders" in refused(settings, script_path=str(tmp_path / "outside.py")).message
+    assert (
+        "outside your allowed folders"
+        in refused(settings, script_path=str(tmp_path / "home/bob/secret.py")).message
+    )
+    assert (
+        "outside your allowed folders" in refused(settings, script_path=str(tmp_path / "outside.py")).message
+    )
     assert "outside your allowed folders" in refused(settings, script_path="/etc/passwd").message
 
 

@@ -20,8 +20,14 @@ def test_terminal_states() -> None:
 
 def test_the_briefs_example_body_is_a_valid_spec() -> None:
     parsed = JobSpec.model_validate(
-        {"name": "cnn-training", "script_path": "/shared/examples/ml_training_example.py", "gpu_required": True,
-         "gpu_type": "any", "cpu_limit": "4", "memory_limit": "8Gi"}
+        {
+            "name": "cnn-training",
+            "script_path": "/shared/examples/ml_training_example.py",
+            "gpu_required": True,
+            "gpu_type": "any",
+            "cpu_limit": "4",
+            "memory_limit": "8Gi",
+        }
     )
     assert parsed.gpus_wanted == 1
 
@@ -53,11 +59,23 @@ def test_requirements_must_be_plain_pep508(requirement: str, why: str) -> None:
 
 
 def test_good_requirements_pass() -> None:
-    assert spec(requirements=["numpy>=1.26", "scipy==1.13.*", "torch[cuda]; python_version>'3.8'"]).requirements
+    assert spec(
+        requirements=["numpy>=1.26", "scipy==1.13.*", "torch[cuda]; python_version>'3.8'"]
+    ).requirements
 
 
-@pytest.mark.parametrize("name", ["LD_PRELOAD", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "PATH",
-                                  "PYTHONPATH", "GPUJOBS_JOB_ID", "JUPYTERHUB_API_TOKEN"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "LD_PRELOAD",
+        "CUDA_VISIBLE_DEVICES",
+        "NVIDIA_VISIBLE_DEVICES",
+        "PATH",
+        "PYTHONPATH",
+        "GPUJOBS_JOB_ID",
+        "JUPYTERHUB_API_TOKEN",
+    ],
+)
 def test_reserved_environment_names(name: str) -> None:
     assert "reserved" in error_text(script="x", environment={name: "1"})
 

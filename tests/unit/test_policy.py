@@ -29,8 +29,10 @@ def test_held_gpus_are_never_given_twice() -> None:
 
 def test_type_routing_and_family_match() -> None:
     nodes = (node("small", "t4"), node("big", "a100-80gb", "a100-80gb"))
-    decision = decide([job("fam", gpu_type="a100"), job("exact", gpu_type="a100-80gb"), job("t", gpu_type="t4")],
-                      Snapshot(nodes=nodes))
+    decision = decide(
+        [job("fam", gpu_type="a100"), job("exact", gpu_type="a100-80gb"), job("t", gpu_type="t4")],
+        Snapshot(nodes=nodes),
+    )
     placed = {a.job_id: a.node for a in decision.admissions}
     assert placed == {"fam": "big", "exact": "big", "t": "small"}
 

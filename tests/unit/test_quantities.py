@@ -8,7 +8,9 @@ def test_cpu(text: str, cores: float) -> None:
     assert parse_cpu(text) == cores
 
 
-@pytest.mark.parametrize(("text", "size"), [("8Gi", 8 * 2**30), ("512Mi", 512 * 2**20), ("2G", 2 * 10**9), ("1024", 1024)])
+@pytest.mark.parametrize(
+    ("text", "size"), [("8Gi", 8 * 2**30), ("512Mi", 512 * 2**20), ("2G", 2 * 10**9), ("1024", 1024)]
+)
 def test_memory(text: str, size: int) -> None:
     assert parse_memory(text) == size
 

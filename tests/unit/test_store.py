@@ -11,8 +11,19 @@ from gpujobs.store import repository as repo
 
 
 def values(job_id: str, user: str = "alice") -> dict:
-    return dict(job_id=job_id, user=user, groups=[], name="n", priority="normal", gpu_required=False,
-                gpu_count=0, gpu_type="any", cpu_request=0.0, spec={"script": "x"}, gpus=[])
+    return dict(
+        job_id=job_id,
+        user=user,
+        groups=[],
+        name="n",
+        priority="normal",
+        gpu_required=False,
+        gpu_count=0,
+        gpu_type="any",
+        cpu_request=0.0,
+        spec={"script": "x"},
+        gpus=[],
+    )
 
 
 @pytest.fixture

@@ -71,7 +71,9 @@ class Client:
         env = os.environ if env is None else env
         url = url or _service_url_from_env(env)
         if not url:
-            raise ApiError(0, "no gpujobs URL: set GPUJOBS_URL (e.g. http://127.0.0.1:8000/services/gpujobs/)")
+            raise ApiError(
+                0, "no gpujobs URL: set GPUJOBS_URL (e.g. http://127.0.0.1:8000/services/gpujobs/)"
+            )
         token = token or env.get("GPUJOBS_TOKEN") or env.get("JUPYTERHUB_API_TOKEN")
         if not token:
             raise ApiError(0, "no token: set JUPYTERHUB_API_TOKEN (a JupyterHub API token)")
@@ -106,7 +108,9 @@ class Client:
         try:
             body = response.json()
         except ValueError:
-            raise ApiError(response.status_code, f"gpujobs answered {response.status_code} without JSON") from None
+            raise ApiError(
+                response.status_code, f"gpujobs answered {response.status_code} without JSON"
+            ) from None
         if response.status_code >= 400 or not body.get("success", False):
             data = body.get("data") or {}
             raise ApiError(response.status_code, body.get("message", "request failed"), data.get("field"))
@@ -116,7 +120,9 @@ class Client:
 
     def gpu_status(self, *, nodes: bool = True) -> dict[str, Any]:
         """Totals, per type and per node: ``{"total_gpus", "available_gpus", "gpu_types", ...}``."""
-        result: dict[str, Any] = self._request("GET", "api/k8s/gpu-status", params={"nodes": str(nodes).lower()})
+        result: dict[str, Any] = self._request(
+            "GET", "api/k8s/gpu-status", params={"nodes": str(nodes).lower()}
+        )
         return result
 
     def submit(
@@ -168,11 +174,15 @@ class Client:
         body = {key: value for key, value in spec.items() if value is not None}
         return Job(self, self._request("POST", "api/k8s/submit-job", json=body))
 
-    def jobs(self, *, user: str | None = None, status: str | Sequence[str] | None = None, limit: int = 50) -> list[Job]:
+    def jobs(
+        self, *, user: str | None = None, status: str | Sequence[str] | None = None, limit: int = 50
+    ) -> list[Job]:
         """Your jobs, newest first (admins: ``user="*"`` for everyone's)."""
         if status is not None and not isinstance(status, str):
             status = ",".join(status)
-        params = {key: value for key, value in {"user": user, "status": status, "limit": limit}.items() if value}
+        params = {
+            key: value for key, value in {"user": user, "status": status, "limit": limit}.items() if value
+        }
         page = self._request("GET", "api/k8s/jobs", params=params)
         return [Job(self, view) for view in page["jobs"]]
 
@@ -181,7 +191,9 @@ class Client:
 
     def _stream(self, path: str, params: dict[str, str]) -> Iterator[str]:
         try:
-            with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(None, connect=30)) as response:
+            with self._http.stream(
+                "GET", path, params=params, timeout=httpx.Timeout(None, connect=30)
+            ) as response:
                 if response.status_code >= 400:
                     response.read()
                     self._data(response)
@@ -213,7 +225,9 @@ class Job:
     def logs(self, *, follow: bool = False, tail: int | None = None) -> Any:
         """The output so far (a string), or with ``follow=True`` an iterator of lines until the job ends."""
         if follow:
-            return (line + "\n" for line in self.client._stream(f"api/k8s/job/{self.id}/logs", {"follow": "true"}))
+            return (
+                line + "\n" for line in self.client._stream(f"api/k8s/job/{self.id}/logs", {"follow": "true"})
+            )
         params = {"tail": str(tail)} if tail is not None else {}
         return self.client._request("GET", f"api/k8s/job/{self.id}/logs", params=params)["logs"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Mapping
@@ -49,10 +50,8 @@ def discover_nvml(aliases: Mapping[str, str] | None = None) -> list[Device]:
         log.warning("NVML failed while listing GPUs: %s", exc)
         return []
     finally:
-        try:
+        with contextlib.suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
-        except pynvml.NVMLError:
-            pass
 
 
 def _text(value: str | bytes) -> str:

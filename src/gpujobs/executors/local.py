@@ -56,7 +56,11 @@ def resolve_python(configured: str | None) -> str:
     if not is_script:
         return path
     answer = subprocess.run(
-        [path, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True, timeout=60, check=True
+        [path, "-c", "import sys; print(sys.executable)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return answer.stdout.strip()
 
@@ -86,7 +90,9 @@ class _Watched:
 
 def _event_from_result(job_id: str, result: dict[str, Any]) -> JobEvent:
     reason = result.get("reason")
-    status = {"Completed": JobStatus.COMPLETED, "Cancelled": JobStatus.CANCELLED}.get(reason or "", JobStatus.FAILED)
+    status = {"Completed": JobStatus.COMPLETED, "Cancelled": JobStatus.CANCELLED}.get(
+        reason or "", JobStatus.FAILED
+    )
     return JobEvent(
         job_id=job_id,
         status=status,
@@ -116,15 +122,25 @@ class LocalExecutor(Executor):
 
     async def start(self) -> None:
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-        real = await asyncio.to_thread(discover_nvml, self.settings.gpu_type_aliases) if self.settings.nvml else []
+        real = (
+            await asyncio.to_thread(discover_nvml, self.settings.gpu_type_aliases)
+            if self.settings.nvml
+            else []
+        )
         simulated = simulated_devices(self.settings.simulate_gpus, first_index=len(real))
         self._devices = real + simulated
         self._publish_inventory()
         self._task = asyncio.create_task(self._poll_forever(), name="gpujobs-local-poll")
 
     def _publish_inventory(self) -> None:
-        kinds = [name for name, present in (("local", any(not d.simulated for d in self._devices)),
-                                             ("simulated", any(d.simulated for d in self._devices))) if present]
+        kinds = [
+            name
+            for name, present in (
+                ("local", any(not d.simulated for d in self._devices)),
+                ("simulated", any(d.simulated for d in self._devices)),
+            )
+            if present
+        ]
         node = Node(name=self.node_name, devices=tuple(self._devices), cpu_cores=float(os.cpu_count() or 1))
         self._inventory = Inventory(
             nodes=(node,), source="+".join(kinds) or "local", updated_at=datetime.now(timezone.utc)
@@ -211,9 +227,19 @@ class LocalExecutor(Executor):
         }
         if spec.requirements:
             plan["pip_argv"] = [
-                self.python, "-m", "pip", "install", "--target", str(job_dir / "site"), "--no-input",
-                "--disable-pip-version-check", "--no-warn-script-location", "--progress-bar", "off",
-                *self.settings.pip_extra_args, *spec.requirements,
+                self.python,
+                "-m",
+                "pip",
+                "install",
+                "--target",
+                str(job_dir / "site"),
+                "--no-input",
+                "--disable-pip-version-check",
+                "--no-warn-script-location",
+                "--progress-bar",
+                "off",
+                *self.settings.pip_extra_args,
+                *spec.requirements,
             ]
         account = self._account(job.user)
         if account is not None:
@@ -287,7 +313,9 @@ class LocalExecutor(Executor):
             watched.status = JobStatus.RUNNING
             await self._emit(
                 JobEvent(
-                    watched.job_id, JobStatus.RUNNING, attempts=started.get("attempt"),
+                    watched.job_id,
+                    JobStatus.RUNNING,
+                    attempts=started.get("attempt"),
                     at=datetime.fromtimestamp(started["at"], timezone.utc),
                 )
             )
@@ -305,8 +333,12 @@ class LocalExecutor(Executor):
         if not alive and not result_file.exists():
             del self._watched[watched.job_id]
             await self._emit(
-                JobEvent(watched.job_id, JobStatus.FAILED, reason="Lost",
-                         message="the job's runner process ended without recording a result")
+                JobEvent(
+                    watched.job_id,
+                    JobStatus.FAILED,
+                    reason="Lost",
+                    message="the job's runner process ended without recording a result",
+                )
             )
 
     async def recover(self, active_jobs: Sequence[JobRecord]) -> None:
@@ -363,4 +395,3 @@ class LocalExecutor(Executor):
         for task in list(self._kill_tasks):
             # Finish pending kills now rather than leave processes behind.
             task.cancel()
-

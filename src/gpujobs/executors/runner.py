@@ -17,6 +17,7 @@ Nothing here goes through a shell: argv lists only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -105,10 +106,8 @@ class Runner:
             grace_end = time.monotonic() + float(self.launch.get("grace_seconds", 5))
             while time.monotonic() < grace_end and process.poll() is None:
                 time.sleep(POLL)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()
 
     def _watch(self, process: subprocess.Popen[bytes]) -> str | None:
@@ -142,7 +141,11 @@ class Runner:
         process = self._spawn(pip_argv)
         stopped = self._watch(process)
         if stopped:
-            return {"reason": stopped, "exit_code": None, "message": f"stopped while installing requirements ({stopped})"}
+            return {
+                "reason": stopped,
+                "exit_code": None,
+                "message": f"stopped while installing requirements ({stopped})",
+            }
         if process.returncode != 0:
             self.say(f"pip failed with exit code {process.returncode}")
             return {
@@ -173,26 +176,40 @@ class Runner:
             if stopped is None and code == 0:
                 return {"reason": "Completed", "exit_code": 0, "message": None, "attempts": attempt}
             if stopped == "Cancelled":
-                return {"reason": "Cancelled", "exit_code": exit_code, "message": "cancelled", "attempts": attempt}
+                return {
+                    "reason": "Cancelled",
+                    "exit_code": exit_code,
+                    "message": "cancelled",
+                    "attempts": attempt,
+                }
             if stopped == "Timeout":
                 timeout = self.launch.get("timeout_seconds")
                 return {
-                    "reason": "Timeout", "exit_code": exit_code, "attempts": attempt,
+                    "reason": "Timeout",
+                    "exit_code": exit_code,
+                    "attempts": attempt,
                     "message": f"killed after its timeout of {timeout} s",
                 }
             if stopped == "OOMKilled":
                 outcome = {
-                    "reason": "OOMKilled", "exit_code": exit_code, "attempts": attempt,
-                    "message": f"killed for using more than its memory limit ({self.launch.get('memory_limit')})",
+                    "reason": "OOMKilled",
+                    "exit_code": exit_code,
+                    "attempts": attempt,
+                    "message": "killed for using more than its memory limit "
+                    f"({self.launch.get('memory_limit')})",
                 }
             elif code < 0:
                 outcome = {
-                    "reason": "Signaled", "exit_code": exit_code, "attempts": attempt,
+                    "reason": "Signaled",
+                    "exit_code": exit_code,
+                    "attempts": attempt,
                     "message": f"killed by signal {signal.Signals(-code).name}",
                 }
             else:
                 outcome = {
-                    "reason": "NonZeroExit", "exit_code": exit_code, "attempts": attempt,
+                    "reason": "NonZeroExit",
+                    "exit_code": exit_code,
+                    "attempts": attempt,
                     "message": f"exited with code {exit_code}",
                 }
             self.say(outcome["message"])
@@ -202,7 +219,8 @@ class Runner:
 def main(argv: list[str]) -> int:
     job_dir = argv[1]
     write_json(
-        os.path.join(job_dir, "runner.json"), {"pid": os.getpid(), "start_time": process_start_time(os.getpid())}
+        os.path.join(job_dir, "runner.json"),
+        {"pid": os.getpid(), "start_time": process_start_time(os.getpid())},
     )
     runner = Runner(job_dir)
 
@@ -216,7 +234,12 @@ def main(argv: list[str]) -> int:
         result = runner.run()
     except Exception as exc:  # the runner must always leave a result behind
         runner.say(f"could not run the job: {exc.__class__.__name__}: {exc}")
-        result = {"reason": "StartError", "exit_code": None, "message": f"could not start: {exc}", "attempts": 0}
+        result = {
+            "reason": "StartError",
+            "exit_code": None,
+            "message": f"could not start: {exc}",
+            "attempts": 0,
+        }
     result["at"] = time.time()
     write_json(os.path.join(job_dir, "result.json"), result)
     return 0

@@ -87,7 +87,9 @@ class SchedulerLoop:
             paused = "admission is paused by the administrator"
             decision = Decision(
                 admissions=(),
-                waiting=tuple(Waiting(job.job_id, position, paused) for position, job in enumerate(queued, 1)),
+                waiting=tuple(
+                    Waiting(job.job_id, position, paused) for position, job in enumerate(queued, 1)
+                ),
             )
         self.waiting = {entry.job_id: entry for entry in decision.waiting}
         demand: dict[str, int] = defaultdict(int)
@@ -103,7 +105,9 @@ class SchedulerLoop:
     async def _admit(self, job_id: str, node: str, gpus: tuple[str, ...]) -> None:
         try:
             job = await self.store.write(
-                lambda s: repo.transition(s, job_id, JobStatus.PENDING, node=node, gpus=list(gpus), message=None)
+                lambda s: repo.transition(
+                    s, job_id, JobStatus.PENDING, node=node, gpus=list(gpus), message=None
+                )
             )
         except IllegalTransition:
             return  # cancelled while we decided
@@ -111,7 +115,8 @@ class SchedulerLoop:
             await self.executor.launch(job)
         except LaunchError as exc:
             log.warning("job %s could not be launched: %s", job_id, exc)
+            why = str(exc)
             with contextlib.suppress(IllegalTransition):
                 await self.store.write(
-                    lambda s: repo.transition(s, job_id, JobStatus.FAILED, reason="LaunchFailed", message=str(exc))
+                    lambda s: repo.transition(s, job_id, JobStatus.FAILED, reason="LaunchFailed", message=why)
                 )

@@ -118,8 +118,11 @@ def explain_wait(request: Request, nodes: Sequence[Node], free: Iterable[_Free])
             1 for node in nodes for device in node.devices if satisfies(device.gpu_type, request.gpu_type)
         )
         offered = sum(
-            1 for node in nodes if node.offers
-            for device in node.devices if satisfies(device.gpu_type, request.gpu_type)
+            1
+            for node in nodes
+            if node.offers
+            for device in node.devices
+            if satisfies(device.gpu_type, request.gpu_type)
         )
         free_count = sum(len(_matching(slot, request.gpu_type)) for slot in free)
         if total == 0:

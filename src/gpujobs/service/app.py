@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..config import Settings
 from ..errors import GpujobsError
-from ..executors.base import EventSink, Executor
+from ..executors.base import EventSink, Executor, JobEvent
 from ..models import JobStatus
 from ..scheduler.loop import SchedulerLoop
 from ..store import Store
@@ -47,23 +47,33 @@ def create_app(settings: Settings, *, executor_factory: ExecutorFactory = defaul
         hub_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
         holder: dict[str, JobService] = {}
 
-        async def on_event(event):  # type: ignore[no-untyped-def]
+        async def on_event(event: JobEvent) -> None:
             await holder["jobs"].apply_event(event)
 
         executor = executor_factory(settings, on_event)
         scheduler = SchedulerLoop(store, executor, settings)
         jobs = holder["jobs"] = JobService(settings, store, executor, scheduler)
         app.state.runtime = Runtime(
-            settings=settings, store=store, executor=executor, scheduler=scheduler, jobs=jobs,
-            auth=HubAuthenticator(settings, hub_client), metrics=Metrics(), version=__version__,
+            settings=settings,
+            store=store,
+            executor=executor,
+            scheduler=scheduler,
+            jobs=jobs,
+            auth=HubAuthenticator(settings, hub_client),
+            metrics=Metrics(),
+            version=__version__,
         )
         await executor.start()
         active = await store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
         await executor.recover(active)
         scheduler.start()
         scheduler.wake()
-        log.info("gpujobs %s ready: executor %s, GPUs from %s", __version__, executor.name,
-                 executor.inventory().source)
+        log.info(
+            "gpujobs %s ready: executor %s, GPUs from %s",
+            __version__,
+            executor.name,
+            executor.inventory().source,
+        )
         try:
             yield
         finally:

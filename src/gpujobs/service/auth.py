@@ -60,8 +60,10 @@ class HubAuthenticator:
             )
         groups = tuple(model.get("groups") or ())
         admin = bool(model.get("admin"))
-        is_admin = admin or model["name"] in self.settings.admin_users or bool(
-            set(groups) & set(self.settings.admin_groups)
+        is_admin = (
+            admin
+            or model["name"] in self.settings.admin_users
+            or bool(set(groups) & set(self.settings.admin_groups))
         )
         return HubUser(name=model["name"], admin=is_admin, groups=groups, scopes=scopes)
 

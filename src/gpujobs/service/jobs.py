@@ -29,7 +29,9 @@ def new_job_id() -> str:
 
 
 class JobService:
-    def __init__(self, settings: Settings, store: Store, executor: Executor, scheduler: SchedulerLoop) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, executor: Executor, scheduler: SchedulerLoop
+    ) -> None:
         self.settings = settings
         self.store = store
         self.executor = executor
@@ -88,7 +90,9 @@ class JobService:
     # --- changing -----------------------------------------------------------------------------------
 
     async def submit(self, user: HubUser, spec: JobSpec) -> JobRecord:
-        checked = check_spec(spec, settings=self.settings, username=user.name, inventory=self.executor.inventory())
+        checked = check_spec(
+            spec, settings=self.settings, username=user.name, inventory=self.executor.inventory()
+        )
         values = {
             "job_id": new_job_id(),
             "user": user.name,

@@ -13,10 +13,20 @@ from .app import create_app
 
 def serve(config_file: str | None = None, **overrides: Any) -> int:
     settings = load_settings(config_file, **overrides)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     host, port = settings.bind()
     app = create_app(settings)
     # Access logs stay off: URLs are safe (tokens never travel in them) but they cost throughput.
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, access_log=False,
-                loop="uvloop", http="httptools", timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=5,
+    )
     return 0

@@ -12,9 +12,15 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.jobs = Gauge("gpujobs_jobs", "Jobs by state", ["state"], registry=self.registry)
-        self.queue_length = Gauge("gpujobs_queue_length", "Jobs waiting for admission", registry=self.registry)
-        self.gpus_total = Gauge("gpujobs_gpus_total", "GPUs offered, by type", ["gpu_type"], registry=self.registry)
-        self.gpus_used = Gauge("gpujobs_gpus_used", "GPUs held by jobs, by type", ["gpu_type"], registry=self.registry)
+        self.queue_length = Gauge(
+            "gpujobs_queue_length", "Jobs waiting for admission", registry=self.registry
+        )
+        self.gpus_total = Gauge(
+            "gpujobs_gpus_total", "GPUs offered, by type", ["gpu_type"], registry=self.registry
+        )
+        self.gpus_used = Gauge(
+            "gpujobs_gpus_used", "GPUs held by jobs, by type", ["gpu_type"], registry=self.registry
+        )
         self.submit_seconds = Histogram(
             "gpujobs_submit_seconds",
             "Time to accept a submission (validation, durable write)",

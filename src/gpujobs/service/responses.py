@@ -24,7 +24,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def envelope(data: BaseModel | dict[str, Any] | None, message: str, status: int = 200, success: bool = True) -> Response:
+def envelope(
+    data: BaseModel | dict[str, Any] | None, message: str, status: int = 200, success: bool = True
+) -> Response:
     """``{"success", "data", "message", "timestamp"}``, serialised without a second pass through pydantic."""
     if isinstance(data, BaseModel):
         body = data.model_dump_json().encode()

@@ -18,13 +18,19 @@ from .responses import envelope, failure
 from .runtime import Runtime
 
 # Declared for OpenAPI; the value is parsed by token_from_header ('token X' or 'Bearer X').
-_authorization = APIKeyHeader(name="Authorization", auto_error=False, description="token <JupyterHub API token>")
+_authorization = APIKeyHeader(
+    name="Authorization", auto_error=False, description="token <JupyterHub API token>"
+)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Envelope[None], "description": text}
     for code, text in {
-        401: "No valid token", 403: "Not allowed", 404: "No such job (or not yours)",
-        409: "Not possible in the job's state", 413: "Body too large", 422: "Invalid request",
+        401: "No valid token",
+        403: "Not allowed",
+        404: "No such job (or not yours)",
+        409: "Not possible in the job's state",
+        413: "Body too large",
+        422: "Invalid request",
         503: "A dependency (hub, database) does not answer",
     }.items()
 }
@@ -53,7 +59,9 @@ async def gpu_status(
 ) -> Response:
     """GPUs in all, per type (with the demand of queued jobs) and per node/device."""
     active = await rt.store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
-    status = build_gpu_status(rt.executor.inventory(), active, rt.scheduler.queued_demand, include_nodes=nodes)
+    status = build_gpu_status(
+        rt.executor.inventory(), active, rt.scheduler.queued_demand, include_nodes=nodes
+    )
     return envelope(status, f"{status.available_gpus} of {status.total_gpus} GPUs available")
 
 
@@ -68,7 +76,9 @@ async def submit_job(spec: JobSpec, user: User, rt: Rt) -> Response:
     return envelope(rt.jobs.view(job), f"job {job.job_id} queued", status=201)
 
 
-@router.get("/api/k8s/job/{job_id}/status", response_model=Envelope[JobView], responses=_ERRORS, tags=["jobs"])
+@router.get(
+    "/api/k8s/job/{job_id}/status", response_model=Envelope[JobView], responses=_ERRORS, tags=["jobs"]
+)
 async def job_status(job_id: str, user: User, rt: Rt) -> Response:
     job = await rt.jobs.visible_job(user, job_id)
     view = rt.jobs.view(job)
@@ -78,7 +88,10 @@ async def job_status(job_id: str, user: User, rt: Rt) -> Response:
 @router.get(
     "/api/k8s/job/{job_id}/logs",
     response_model=Envelope[JobLogs],
-    responses={**_ERRORS, 200: {"content": {"text/plain": {}}, "description": "JSON, or a text stream with follow"}},
+    responses={
+        **_ERRORS,
+        200: {"content": {"text/plain": {}}, "description": "JSON, or a text stream with follow"},
+    },
     tags=["jobs"],
 )
 async def job_logs(
@@ -86,7 +99,9 @@ async def job_logs(
     user: User,
     rt: Rt,
     tail: Annotated[int | None, Query(ge=0, le=1_000_000, description="Only the last N lines.")] = None,
-    follow: Annotated[bool, Query(description="Stream lines as they are written until the job ends.")] = False,
+    follow: Annotated[
+        bool, Query(description="Stream lines as they are written until the job ends.")
+    ] = False,
 ) -> Response:
     """The job's output.  With ``follow=true`` a ``text/plain`` stream that ends when the job ends."""
     job = await rt.jobs.visible_job(user, job_id)
@@ -120,7 +135,9 @@ async def list_jobs(
     return envelope(page, f"{len(jobs)} job(s)")
 
 
-@router.post("/api/k8s/job/{job_id}/cancel", response_model=Envelope[JobView], responses=_ERRORS, tags=["jobs"])
+@router.post(
+    "/api/k8s/job/{job_id}/cancel", response_model=Envelope[JobView], responses=_ERRORS, tags=["jobs"]
+)
 async def cancel_job(job_id: str, user: User, rt: Rt) -> Response:
     """Cancel a queued or running job (its processes get SIGTERM, then SIGKILL after a grace period)."""
     job = await rt.jobs.cancel(user, job_id)

@@ -111,7 +111,9 @@ class _Writer:
                     except Exception as exc:
                         outcomes.append((future, None, exc))
         except Exception as exc:  # the commit itself failed: nothing in the batch is stored
-            failure = DependencyUnavailable(f"the job database did not accept the write: {exc.__class__.__name__}")
+            failure = DependencyUnavailable(
+                f"the job database did not accept the write: {exc.__class__.__name__}"
+            )
             for _work, future in batch:
                 future.set_exception(failure)
             return
