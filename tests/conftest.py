@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fakehub import FakeHub
+from gpujobs.testing.fakehub import FakeHub
 from helpers import ServiceProcess
 
 

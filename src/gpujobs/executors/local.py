@@ -117,6 +117,7 @@ class LocalExecutor(Executor):
         self._watched: dict[str, _Watched] = {}
         self._task: asyncio.Task[None] | None = None
         self._kill_tasks: set[asyncio.Task[None]] = set()
+        self._spare: subprocess.Popen[bytes] | None = None
 
     # --- inventory ------------------------------------------------------------------------------
 
@@ -131,6 +132,7 @@ class LocalExecutor(Executor):
         self._devices = real + simulated
         self._publish_inventory()
         self._task = asyncio.create_task(self._poll_forever(), name="gpujobs-local-poll")
+        self._prepare_spare()
 
     def _publish_inventory(self) -> None:
         kinds = [
@@ -262,20 +264,51 @@ class LocalExecutor(Executor):
             job_dir.mkdir(parents=True, exist_ok=True)
             plan = self._launch_plan(job, job_dir)
             (job_dir / "launch.json").write_text(json.dumps(plan), encoding="utf-8")
-            with open(job_dir / "runner.log", "ab") as runner_log:
-                process = subprocess.Popen(
-                    [sys.executable, "-I", str(RUNNER), str(job_dir)],
-                    cwd=job_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=runner_log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                )
+            process = self._hand_to_spare(job_dir) or self._start_runner(job_dir)
         except (OSError, ValueError, KeyError) as exc:
             raise LaunchError(f"could not start the job: {exc}") from exc
         watched = self._watch(job.job_id, job.status)
         watched.process = process
+        asyncio.get_running_loop().call_soon(self._prepare_spare)
+
+    @staticmethod
+    def _start_runner(job_dir: Path | None) -> subprocess.Popen[bytes]:
+        """A detached runner (its own session): for ``job_dir``, or a spare waiting on stdin for one."""
+        # -I -S: the runner needs only the standard library, and skipping site saves milliseconds.
+        argv = [sys.executable, "-I", "-S", str(RUNNER), str(job_dir) if job_dir else "--standby"]
+        log_target = open(job_dir / "runner.log", "ab") if job_dir else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            return subprocess.Popen(
+                argv,
+                cwd=job_dir or "/",
+                stdin=subprocess.PIPE if job_dir is None else subprocess.DEVNULL,
+                stdout=log_target,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            if job_dir:
+                log_target.close()  # type: ignore[union-attr]
+
+    def _prepare_spare(self) -> None:
+        if self._spare is None or self._spare.poll() is not None:
+            try:
+                self._spare = self._start_runner(None)
+            except OSError:
+                log.warning("could not start a spare runner; jobs start a little slower", exc_info=True)
+                self._spare = None
+
+    def _hand_to_spare(self, job_dir: Path) -> subprocess.Popen[bytes] | None:
+        spare, self._spare = self._spare, None
+        if spare is None or spare.poll() is not None or spare.stdin is None:
+            return None
+        try:
+            spare.stdin.write(f"{job_dir}\n".encode())
+            spare.stdin.close()
+        except OSError:
+            return None
+        return spare
 
     def _watch(self, job_id: str, status: JobStatus) -> _Watched:
         watched = self._watched.get(job_id)
@@ -388,6 +421,11 @@ class LocalExecutor(Executor):
             self._signal(kind, pid, signal.SIGKILL)
 
     async def stop(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.stdin is not None:
+            spare.stdin.close()  # a spare runner exits on end of input
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spare.wait(timeout=5)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,6 +1,7 @@
 """The job runner: a small process that runs one job and records how it ended.
 
-The local executor starts it detached (its own session) as ``python runner.py JOB_DIR``; it outlives
+The local executor starts it detached (its own session) as ``python runner.py JOB_DIR``, or ahead of
+need as ``python runner.py --standby`` and then writes the job folder to its stdin; it outlives
 a restart of the service, which re-attaches by reading the files below.  Standard library only, so it
 starts fast and runs under any interpreter.
 
@@ -216,8 +217,26 @@ class Runner:
         return outcome
 
 
+def wait_for_job() -> str:
+    """Standby mode: the executor starts a runner ahead of need and hands it a job folder later.
+
+    Saves a whole interpreter start on the way from submit to the job's code.  When the service goes
+    away first, stdin closes and the spare runner just exits.
+    """
+    line = sys.stdin.readline().strip()
+    if not line:
+        raise SystemExit(0)
+    sys.stdin.close()
+    os.chdir(line)
+    log_fd = os.open(os.path.join(line, "runner.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    return line
+
+
 def main(argv: list[str]) -> int:
-    job_dir = argv[1]
+    job_dir = wait_for_job() if argv[1] == "--standby" else argv[1]
     write_json(
         os.path.join(job_dir, "runner.json"),
         {"pid": os.getpid(), "start_time": process_start_time(os.getpid())},

@@ -1,9 +1,10 @@
 """The scheduling loop: runs the pure policy on events (submit, finish, cancel) and on a timer.
 
-Each cycle: read the queue and the active jobs from the store → snapshot the executor's inventory and
-what active jobs hold → ``policy.decide`` → record each admission (queued → pending, with node and
-GPUs) through the transition guard → hand it to the executor.  What the policy says about waiting jobs
-is kept in memory for job views (it changes every cycle; writing it would cost a write per job).
+Each cycle: the queue (from the in-memory index) and the active jobs (from the store) → snapshot of
+the executor's inventory and what active jobs hold → ``policy.decide`` → record each admission
+(queued → pending, with node and GPUs) through the store's transition guard → hand it to the executor.
+What the policy says about waiting jobs is kept in memory for job views: it changes every cycle, and
+writing it would cost a write per waiting job.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -21,8 +23,11 @@ from ..models import JobStatus
 from ..store import JobRecord, Store
 from ..store import repository as repo
 from .policy import Decision, Request, Snapshot, Waiting, decide
+from .queue import QueueIndex
 
 log = logging.getLogger(__name__)
+RELOAD_QUEUE_SECONDS = 60.0
+PAUSED = "admission is paused by the administrator"
 
 
 def snapshot_of(executor: Executor, active: Sequence[JobRecord]) -> Snapshot:
@@ -39,8 +44,10 @@ def snapshot_of(executor: Executor, active: Sequence[JobRecord]) -> Snapshot:
     )
 
 
-def request_of(job: JobRecord) -> Request:
-    return Request(job_id=job.job_id, gpu_count=job.gpu_count, gpu_type=job.gpu_type, cpu=job.cpu_request)
+def request_of(entry: repo.QueueEntry) -> Request:
+    return Request(
+        job_id=entry.job_id, gpu_count=entry.gpu_count, gpu_type=entry.gpu_type, cpu=entry.cpu_request
+    )
 
 
 class SchedulerLoop:
@@ -48,17 +55,21 @@ class SchedulerLoop:
         self.store = store
         self.executor = executor
         self.settings = settings
+        self.queue = QueueIndex()
         self.waiting: dict[str, Waiting] = {}
         self.queued_demand: dict[str, int] = {}
         self.cycles = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._queue_loaded_at = 0.0
 
     def wake(self) -> None:
         self._wake.set()
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        await self.reload_queue()
         self._task = asyncio.create_task(self._run(), name="gpujobs-scheduler")
+        self.wake()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -66,43 +77,57 @@ class SchedulerLoop:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    async def reload_queue(self) -> None:
+        self.queue.load(await self.store.read(repo.queue_entries))
+        self._queue_loaded_at = time.monotonic()
+
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.schedule_interval_seconds)
             self._wake.clear()
+            began = time.perf_counter()
             try:
+                if time.monotonic() - self._queue_loaded_at > RELOAD_QUEUE_SECONDS:
+                    await self.reload_queue()
                 await self.cycle()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("scheduling cycle failed; trying again on the next event")
+            # Events that arrive meanwhile are served by one later cycle.  The pause grows with the
+            # cycle's cost, so a long queue under a burst of submissions cannot starve the API.
+            await asyncio.sleep(min(0.5, 2 * (time.perf_counter() - began)))
 
     async def cycle(self) -> Decision:
-        queued, active = await self.store.read(
-            lambda s: (repo.jobs_in(s, [JobStatus.QUEUED]), repo.jobs_in(s, JobStatus.active()))
-        )
-        decision = decide([request_of(job) for job in queued], snapshot_of(self.executor, active))
+        queued = self.queue.entries()
         if self.settings.admission_paused:
-            paused = "admission is paused by the administrator"
-            decision = Decision(
-                admissions=(),
-                waiting=tuple(
-                    Waiting(job.job_id, position, paused) for position, job in enumerate(queued, 1)
-                ),
-            )
+            # Nothing is admitted; job views answer from the queue index (see ``waiting_for``).
+            self.waiting = {}
+            self.cycles += 1
+            return Decision(admissions=(), waiting=())
+        active = await self.store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
+        decision = decide([request_of(entry) for entry in queued], snapshot_of(self.executor, active))
         self.waiting = {entry.job_id: entry for entry in decision.waiting}
         demand: dict[str, int] = defaultdict(int)
-        for job in queued:
-            if job.job_id in self.waiting and job.gpu_count:
-                demand[job.gpu_type] += job.gpu_count
+        for entry in queued:
+            if entry.job_id in self.waiting and entry.gpu_count:
+                demand[entry.gpu_type] += entry.gpu_count
         self.queued_demand = dict(demand)
         for admission in decision.admissions:
             await self._admit(admission.job_id, admission.node, admission.gpus)
         self.cycles += 1
         return decision
 
+    def waiting_for(self, job_id: str) -> Waiting | None:
+        """Why a queued job waits and its place in the queue, as of the last cycle."""
+        if self.settings.admission_paused:
+            position = self.queue.position(job_id)
+            return Waiting(job_id, position, PAUSED) if position else None
+        return self.waiting.get(job_id)
+
     async def _admit(self, job_id: str, node: str, gpus: tuple[str, ...]) -> None:
+        self.queue.discard(job_id)
         try:
             job = await self.store.write(
                 lambda s: repo.transition(

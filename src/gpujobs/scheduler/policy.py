@@ -146,10 +146,16 @@ def decide(requests: Sequence[Request], snapshot: Snapshot) -> Decision:
     free = _free_capacity(snapshot)
     admissions: list[Admission] = []
     waiting: list[Waiting] = []
+    # Capacity only shrinks within a cycle, so a shape that did not fit once will not fit later in
+    # the same cycle: long queues of similar jobs cost one placement attempt per shape, not per job.
+    unplaceable: dict[tuple[int, str, float], str] = {}
     for request in requests:
-        placed = _place(free, request)
+        shape = (request.gpu_count, request.gpu_type, request.cpu)
+        known_reason = unplaceable.get(shape)
+        placed = None if known_reason else _place(free, request)
         if placed is None:
-            reason = explain_wait(request, snapshot.nodes, free)
+            reason = known_reason or explain_wait(request, snapshot.nodes, free)
+            unplaceable[shape] = reason
             waiting.append(Waiting(request.job_id, len(waiting) + 1, reason))
             continue
         slot, devices = placed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -15,7 +16,7 @@ from .. import __version__
 from ..config import Settings
 from ..errors import GpujobsError
 from ..executors.base import EventSink, Executor, JobEvent
-from ..models import JobStatus
+from ..models import JobSpec, JobStatus
 from ..scheduler.loop import SchedulerLoop
 from ..store import Store
 from ..store import repository as repo
@@ -66,8 +67,7 @@ def create_app(settings: Settings, *, executor_factory: ExecutorFactory = defaul
         await executor.start()
         active = await store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
         await executor.recover(active)
-        scheduler.start()
-        scheduler.wake()
+        await scheduler.start()
         log.info(
             "gpujobs %s ready: executor %s, GPUs from %s",
             __version__,
@@ -98,4 +98,21 @@ def create_app(settings: Settings, *, executor_factory: ExecutorFactory = defaul
     app.add_exception_handler(Exception, on_unexpected)
     app.add_middleware(BodyLimit, limit=2 * settings.max_inline_script_bytes + 64 * 1024)
     app.include_router(router, prefix=prefix)
+    _publish_spec_schema(app)
     return app
+
+
+def _publish_spec_schema(app: FastAPI) -> None:
+    """Put ``JobSpec`` into the OpenAPI components: the submit route parses it itself (see routes)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(spec.pop("$defs", {}))
+            components["JobSpec"] = spec
+        return app.openapi_schema or schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

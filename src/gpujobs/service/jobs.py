@@ -41,7 +41,7 @@ class JobService:
 
     def view(self, job: JobRecord) -> JobView:
         if job.status is JobStatus.QUEUED:
-            waiting = self.scheduler.waiting.get(job.job_id)
+            waiting = self.scheduler.waiting_for(job.job_id)
             if waiting is None:
                 return job.view(message="waiting for the next scheduling cycle")
             return job.view(message=waiting.reason, queue_position=waiting.position)
@@ -93,20 +93,20 @@ class JobService:
         checked = check_spec(
             spec, settings=self.settings, username=user.name, inventory=self.executor.inventory()
         )
-        values = {
-            "job_id": new_job_id(),
-            "user": user.name,
-            "groups": list(user.groups),
-            "name": checked.name,
-            "priority": checked.priority.value,
-            "gpu_required": bool(checked.gpu_required),
-            "gpu_count": checked.gpus_wanted,
-            "gpu_type": checked.gpu_type,
-            "cpu_request": parse_cpu(checked.cpu_limit) if checked.cpu_limit else 0.0,
-            "spec": checked.model_dump(mode="json", exclude_none=True),
-            "gpus": [],
-        }
-        job = await self.store.write(lambda s: repo.add_job(s, **values))
+        values = repo.new_job_values(
+            job_id=new_job_id(),
+            user=user.name,
+            groups=list(user.groups),
+            name=checked.name,
+            priority=checked.priority.value,
+            gpu_required=bool(checked.gpu_required),
+            gpu_count=checked.gpus_wanted,
+            gpu_type=checked.gpu_type,
+            cpu_request=parse_cpu(checked.cpu_limit) if checked.cpu_limit else 0.0,
+            spec=checked.model_dump(mode="json", exclude_none=True),
+        )
+        job = await self.store.add_job(values)
+        self.scheduler.queue.add(job)
         self.scheduler.wake()
         return job
 
@@ -119,6 +119,7 @@ class JobService:
                 s, job_id, JobStatus.CANCELLED, reason="Cancelled", message=f"cancelled by {user.name}"
             )
         )
+        self.scheduler.queue.discard(job_id)
         if job.status in JobStatus.active():
             await self.executor.cancel(cancelled)
         self.scheduler.wake()
@@ -138,7 +139,9 @@ class JobService:
         if event.status is JobStatus.QUEUED:
             fields["message"] = event.message
         try:
-            await self.store.write(lambda s: repo.transition(s, event.job_id, event.status, **fields))
+            job = await self.store.write(lambda s: repo.transition(s, event.job_id, event.status, **fields))
+            if job.status is JobStatus.QUEUED:
+                self.scheduler.queue.add(job)
         except (IllegalTransition, JobNotFound) as exc:
             # A late report for a job already decided (cancelled, say): the store keeps its answer.
             log.debug("ignored event for %s: %s", event.job_id, exc)

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import DependencyUnavailable, GpujobsError
+from . import repository
+from .orm import JobRow
+from .records import JobRecord
 
 T = TypeVar("T")
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -63,18 +68,58 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+@dataclass(frozen=True)
+class _NewJob:
+    """A job insert, written together with the other inserts of its batch in one statement."""
+
+    values: dict[str, Any]
+
+
+_Work: TypeAlias = Callable[[Session], Any] | _NewJob
+# Who waits for a write: an asyncio future (the service) or a concurrent one (sync callers).
+_Waiter: TypeAlias = "asyncio.Future[Any] | concurrent.futures.Future[Any]"
+_Item: TypeAlias = tuple[_Work, _Waiter]
+_Outcome: TypeAlias = tuple[_Waiter, Any, BaseException | None]
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """Hand results back: one wake-up per event loop for the whole batch, not one per write."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        waiter = outcome[0]
+        if isinstance(waiter, asyncio.Future):
+            by_loop.setdefault(waiter.get_loop(), []).append(outcome)
+        else:
+            _resolve(outcome)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve_all, items)
+
+
+def _resolve_all(items: list[_Outcome]) -> None:
+    for item in items:
+        _resolve(item)
+
+
+def _resolve(outcome: _Outcome) -> None:
+    waiter, result, error = outcome
+    if waiter.cancelled():
+        return
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(result)
+
+
 class _Writer:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
-        self._queue: queue.SimpleQueue[tuple[Callable[[Session], Any], concurrent.futures.Future[Any]] | None]
-        self._queue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="gpujobs-store-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, work: Callable[[Session], T]) -> concurrent.futures.Future[T]:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((work, future))
-        return future
+    def submit(self, work: _Work, waiter: _Waiter) -> None:
+        self._queue.put((work, waiter))
 
     def close(self) -> None:
         self._queue.put(None)
@@ -100,11 +145,16 @@ class _Writer:
             if stop:
                 return
 
-    def _commit(self, batch: list[tuple[Callable[[Session], Any], concurrent.futures.Future[Any]]]) -> None:
-        outcomes: list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]] = []
+    def _commit(self, batch: list[_Item]) -> None:
+        outcomes: list[_Outcome] = []
         try:
             with self._sessions() as session, session.begin():
+                new_jobs = [(work, future) for work, future in batch if isinstance(work, _NewJob)]
+                if new_jobs:
+                    outcomes.extend(self._insert_jobs(session, new_jobs))
                 for work, future in batch:
+                    if isinstance(work, _NewJob):
+                        continue
                     try:
                         with session.begin_nested():
                             outcomes.append((future, work(session), None))
@@ -114,14 +164,28 @@ class _Writer:
             failure = DependencyUnavailable(
                 f"the job database did not accept the write: {exc.__class__.__name__}"
             )
-            for _work, future in batch:
-                future.set_exception(failure)
+            _settle([(waiter, None, failure) for _work, waiter in batch])
             return
-        for future, result, error in outcomes:
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+        _settle(outcomes)
+
+    @staticmethod
+    def _insert_jobs(session: Session, new_jobs: list[tuple[_NewJob, _Waiter]]) -> list[_Outcome]:
+        """One multi-row INSERT ... RETURNING for the batch; row by row if that fails (a duplicate id)."""
+        statement = insert(JobRow).returning(JobRow.seq, sort_by_parameter_order=True)
+        try:
+            with session.begin_nested():
+                seqs = session.execute(statement, [work.values for work, _ in new_jobs]).scalars().all()
+            return [(future, seq, None) for (_, future), seq in zip(new_jobs, seqs, strict=True)]
+        except Exception:
+            outcomes: list[_Outcome] = []
+            for work, future in new_jobs:
+                try:
+                    with session.begin_nested():
+                        seq = session.execute(insert(JobRow).values(**work.values).returning(JobRow.seq))
+                        outcomes.append((future, seq.scalar_one(), None))
+                except Exception as exc:
+                    outcomes.append((future, None, exc))
+            return outcomes
 
 
 class Store:
@@ -135,10 +199,20 @@ class Store:
         self._writer = _Writer(self._sessions)
 
     async def write(self, work: Callable[[Session], T]) -> T:
-        return await asyncio.wrap_future(self._writer.submit(work))
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._writer.submit(work, waiter)
+        return await waiter
 
     def write_sync(self, work: Callable[[Session], T]) -> T:
-        return self._writer.submit(work).result()
+        waiter: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._writer.submit(work, waiter)
+        return waiter.result()
+
+    async def add_job(self, values: dict[str, Any]) -> JobRecord:
+        """Insert a new job (``repository.new_job_values``); batched with concurrent submissions."""
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._writer.submit(_NewJob(values), waiter)
+        return repository.record_of(await waiter, values)
 
     async def read(self, work: Callable[[Session], T]) -> T:
         return await asyncio.to_thread(self.read_sync, work)

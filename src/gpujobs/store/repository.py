@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import IllegalTransition, JobNotFound
@@ -60,13 +61,65 @@ def to_record(row: JobRow) -> JobRecord:
     )
 
 
+def new_job_values(**values: Any) -> dict[str, Any]:
+    """A new job's column values: the given ones plus the defaults of a freshly queued job."""
+    return {"status": S.QUEUED.value, "created_at": utcnow(), "attempts": 0, "gpus": [], **values}
+
+
+def record_of(seq: int, values: dict[str, Any]) -> JobRecord:
+    """The record of a row just inserted with ``values`` (no read back)."""
+    return JobRecord(
+        seq=seq,
+        job_id=values["job_id"],
+        user=values["user"],
+        groups=tuple(values.get("groups") or ()),
+        name=values["name"],
+        status=JobStatus(values["status"]),
+        priority=Priority(values["priority"]),
+        gpu_required=values["gpu_required"],
+        gpu_count=values["gpu_count"],
+        gpu_type=values["gpu_type"],
+        cpu_request=values["cpu_request"],
+        spec=values["spec"],
+        created_at=values["created_at"],
+    )
+
+
 def add_job(session: Session, **values: Any) -> JobRecord:
-    values.setdefault("status", S.QUEUED.value)
-    values.setdefault("created_at", utcnow())
-    row = JobRow(**values)
-    session.add(row)
-    session.flush()
-    return to_record(row)
+    """Insert a queued job (a Core insert: the ORM's unit of work costs more than the write itself)."""
+    values = new_job_values(**values)
+    seq = session.execute(insert(JobRow).values(**values).returning(JobRow.seq)).scalar_one()
+    return record_of(seq, values)
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """What scheduling needs of a queued job, read without the spec (cheap for long queues)."""
+
+    seq: int
+    job_id: str
+    user: str
+    priority: str
+    gpu_count: int
+    gpu_type: str
+    cpu_request: float
+    created_at: datetime
+
+
+def queue_entries(session: Session) -> list[QueueEntry]:
+    """Queued jobs, oldest first."""
+    columns = (
+        JobRow.seq,
+        JobRow.job_id,
+        JobRow.user,
+        JobRow.priority,
+        JobRow.gpu_count,
+        JobRow.gpu_type,
+        JobRow.cpu_request,
+        JobRow.created_at,
+    )
+    query = select(*columns).where(JobRow.status == S.QUEUED.value).order_by(JobRow.seq)
+    return [QueueEntry(*row) for row in session.execute(query)]
 
 
 def get_job(session: Session, job_id: str) -> JobRecord | None:
