@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the gpujobs service with the local executor on this machine.
+# Arguments go to `gpujobs serve` (e.g. --simulate-gpus a100-80gb:2,t4:1 --port 8765).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+exec .venv/bin/gpujobs serve "$@"
