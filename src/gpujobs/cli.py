@@ -1,6 +1,7 @@
 """The ``gpujobs`` command.
 
-Server side (needs the ``[server]`` extra): ``serve``.
+Server side (needs the ``[server]`` extra): ``serve`` (the service), ``hub`` (JupyterHub with the
+service, on this machine).
 User side (a JupyterHub token in the environment): ``submit``, ``status``, ``logs``, ``cancel``,
 ``list``, ``gpus``.  Errors from the service are printed as their message, never as a traceback; a
 followed job that does not complete makes the command exit non-zero.
@@ -42,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gpujobs service")
     _serve_options(serve)
+
+    hub = commands.add_parser("hub", help="run JupyterHub with gpujobs on this machine")
+    hub.add_argument("--port", type=int, default=8000, help="the hub's public port (default 8000)")
+    hub.add_argument("--ip", default="127.0.0.1", help="the hub's public address (default 127.0.0.1)")
+    hub.add_argument(
+        "--data-dir", default=None, help="hub database, homes, jobs (default ./gpujobs-hub-data)"
+    )
+    hub.add_argument("--password", default=None, help="the users' shared password (default: generated)")
+    hub.add_argument("--admin", action="append", default=[], help="an admin user name (repeatable)")
+    hub.add_argument("--executor", choices=["local"], default=None)
+    hub.add_argument("--simulate-gpus", default=None, metavar="SPEC", help="e.g. a100-80gb:2,t4:1")
 
     submit = commands.add_parser("submit", help="submit a script as a job")
     submit.add_argument("script", help="path of the Python script; its own arguments go after --")
@@ -209,6 +221,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if options.command == "serve":
             return _serve(options)
+        if options.command == "hub":
+            from .hub.launcher import run_hub
+
+            return run_hub(
+                port=options.port,
+                ip=options.ip,
+                data_dir=options.data_dir,
+                password=options.password,
+                admins=options.admin,
+                executor=options.executor,
+                simulate_gpus=options.simulate_gpus,
+            )
         return _user_command(options)
     except ApiError as exc:
         print(f"gpujobs: {exc.message}", file=sys.stderr)

@@ -66,3 +66,8 @@ def test_cpu_reservations_are_respected() -> None:
     decision = decide([job("cpu-job", gpus=0, cpu=1), job("tiny", gpus=0, cpu=0.5)], snapshot)
     assert [a.job_id for a in decision.admissions] == ["tiny"]
     assert decision.waiting[0].reason == "waiting for CPU: needs 1 cores, at most 0.5 free on one node"
+
+
+def test_a_job_bigger_than_any_node_says_so() -> None:
+    decision = decide([job("huge", gpus=0, cpu=8)], Snapshot(nodes=(node("n", cpu=2),)))
+    assert decision.waiting[0].reason == "needs 8 CPU cores but the largest node has 2"

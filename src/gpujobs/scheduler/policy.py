@@ -137,6 +137,9 @@ def explain_wait(request: Request, nodes: Sequence[Node], free: Iterable[_Free])
                 f"needs {request.gpu_count} free {label}s on one node; {free_count} of {total} are free, "
                 f"at most {most} on one node"
             )
+    largest = max((node.cpu_cores for node in nodes if node.offers), default=0.0)
+    if request.cpu > largest:
+        return f"needs {request.cpu:g} CPU cores but the largest node has {largest:g}"
     spare = max((slot.cpu for slot in free), default=0.0)
     return f"waiting for CPU: needs {request.cpu:g} cores, at most {max(spare, 0):g} free on one node"
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
 from pydantic import ValidationError
 
@@ -169,6 +170,15 @@ async def cancel_job(job_id: str, user: User, rt: Rt) -> Response:
     """Cancel a queued or running job (its processes get SIGTERM, then SIGKILL after a grace period)."""
     job = await rt.jobs.cancel(user, job_id)
     return envelope(rt.jobs.view(job), f"job {job_id} cancelled")
+
+
+_LANDING = (Path(__file__).with_name("landing.html")).read_bytes()
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def landing() -> Response:
+    """What someone who follows the hub's Services menu here sees: where to use gpujobs from."""
+    return HTMLResponse(_LANDING)
 
 
 @router.get("/healthz", response_model=Envelope[dict[str, Any]], tags=["service"])

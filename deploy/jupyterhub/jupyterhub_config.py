@@ -1,0 +1,1 @@
+../../src/gpujobs/hub/jupyterhub_config.py

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run JupyterHub with gpujobs on this machine: http://127.0.0.1:8000/
+# Arguments go to `gpujobs hub` (e.g. --simulate-gpus a100-80gb:2,t4:1 --admin alice --port 8000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+export PATH="$(pwd)/node_modules/.bin:$(pwd)/.venv/bin:$PATH"
+exec .venv/bin/gpujobs hub --data-dir "${GPUJOBS_HUB_DATA_DIR:-$(pwd)/gpujobs-hub-data}" "$@"

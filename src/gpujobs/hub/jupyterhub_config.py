@@ -1,0 +1,79 @@
+# JupyterHub with gpujobs on one machine.
+#
+# `gpujobs hub` runs `jupyterhub -f` on this file, with the choices it was given in GPUJOBS_HUB_*
+# variables.  To adapt it, copy it and change what you need; every setting below says why it is there.
+# Users log in with a shared password; their JupyterLab servers run as local processes; jobs run on
+# this machine's GPUs through the gpujobs service, which the hub starts and keeps running.
+
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+from gpujobs.hub import gpujobs_roles, gpujobs_service, make_pre_spawn_hook, server_token_scopes
+
+c = get_config()  # noqa: F821 - provided by JupyterHub
+
+env = os.environ.get
+data_dir = Path(env("GPUJOBS_HUB_DATA_DIR", "gpujobs-hub-data")).resolve()
+ip = env("GPUJOBS_HUB_IP", "127.0.0.1")
+port = int(env("GPUJOBS_HUB_PORT", "8000"))
+service_port = int(env("GPUJOBS_HUB_SERVICE_PORT", "8765"))
+public_url = f"http://{ip}:{port}"
+homes = data_dir / "home"
+data_dir.mkdir(parents=True, exist_ok=True)
+
+# --- the hub and its proxy --------------------------------------------------------------------
+c.JupyterHub.bind_url = public_url
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{env('GPUJOBS_HUB_API_PORT', '8081')}"
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{env('GPUJOBS_HUB_PROXY_API_PORT', '8001')}"
+c.ConfigurableHTTPProxy.command = [
+    env("GPUJOBS_HUB_PROXY_COMMAND") or shutil.which("configurable-http-proxy") or "configurable-http-proxy"
+]
+c.ConfigurableHTTPProxy.pid_file = str(data_dir / "proxy.pid")
+c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
+
+# --- who may log in -------------------------------------------------------------------------------
+# One shared password for users; admins (if any) log in with a separate one of 32+ characters.
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = env("GPUJOBS_HUB_PASSWORD") or secrets.token_urlsafe(12)
+admins = {name for name in env("GPUJOBS_HUB_ADMINS", "").split(",") if name}
+if admins:
+    c.Authenticator.admin_users = admins
+    c.SharedPasswordAuthenticator.admin_password = env("GPUJOBS_HUB_ADMIN_PASSWORD")
+c.Authenticator.allow_all = True
+
+# --- user servers -------------------------------------------------------------------------------
+# JupyterLab as a local process, with its home under the data folder.
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = str(homes / "{username}")
+c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+c.Spawner.default_url = "/lab"
+if os.geteuid() == 0:
+    c.Spawner.args = ["--allow-root"]  # jupyter-server refuses root without it
+# The server's own token may call gpujobs (the client in a notebook uses it).
+c.Spawner.server_token_scopes = server_token_scopes("gpujobs")
+# Deploy the init notebook and the examples into each home; tell the server where gpujobs is.
+c.Spawner.pre_spawn_hook = make_pre_spawn_hook(
+    service_url=f"{public_url}/services/gpujobs/", home_of=lambda name: homes / name
+)
+
+# --- the gpujobs service ------------------------------------------------------------------------
+# A managed service: the hub starts it, restarts it if it dies, and gives it JUPYTERHUB_* variables.
+service_env = {
+    key: value
+    for key, value in os.environ.items()
+    if key.startswith("GPUJOBS_") and not key.startswith("GPUJOBS_HUB_")
+}
+service_env.update(
+    {
+        "GPUJOBS_DATA_DIR": str(data_dir / "gpujobs"),
+        "GPUJOBS_HOME_TEMPLATE": str(homes / "{username}"),
+        "GPUJOBS_ADMIN_USERS": ",".join(sorted(admins)),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    }
+)
+c.JupyterHub.services = [gpujobs_service(url=f"http://127.0.0.1:{service_port}", environment=service_env)]
+c.JupyterHub.load_roles = gpujobs_roles("gpujobs")

@@ -1,0 +1,137 @@
+"""End to end: a real JupyterHub with configurable-http-proxy, started by `gpujobs hub`.
+
+Two users log in through the login form; alice's JupyterLab server is spawned; the pre-spawn hook has
+put the init notebook in her home; the notebook is executed headless in her server's environment, so
+every call it makes goes through the hub's proxy with her server's own token; her jobs complete and
+their logs are there; bob cannot see them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from hubprocess import Hub
+
+from helpers import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    started = Hub(tmp_path_factory.mktemp("hub") / "data")
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(hub: Hub) -> httpx.Client:
+    return hub.api(hub.admin_token())
+
+
+@pytest.fixture(scope="module")
+def alice_server(hub: Hub, admin: httpx.Client) -> dict[str, str]:
+    hub.login("alice")
+    hub.login("bob")
+    response = admin.post("/users/alice/server")
+    assert response.status_code in (201, 202), response.text
+    wait_for(
+        lambda: admin.get("/users/alice").json()["servers"].get("", {}).get("ready"),
+        timeout=120,
+        what="alice's server to be ready",
+    )
+    return hub.user_server_env(admin, "alice")
+
+
+def test_the_hub_lists_the_service_and_serves_its_page(hub: Hub) -> None:
+    browser = hub.login("carol")
+    home = browser.get("/hub/home")
+    assert "gpujobs" in home.text  # in the Services menu
+    landing = browser.get("/services/gpujobs/")
+    assert landing.status_code == 200 and "k8s-gpu-integration-init.ipynb" in landing.text
+
+
+def test_the_pre_spawn_hook_deploys_the_notebook_and_sets_the_service_url(hub: Hub, alice_server) -> None:
+    home = hub.data_dir / "home" / "alice"
+    assert (home / "k8s-gpu-integration-init.ipynb").exists()
+    assert (home / "gpujobs-examples" / "ml_training_example.py").exists()
+    assert alice_server["GPUJOBS_URL"] == f"{hub.url}/services/gpujobs/"
+    assert alice_server["JUPYTERHUB_API_TOKEN"]
+
+
+def test_the_init_notebook_runs_top_to_bottom_in_alices_server(hub: Hub, alice_server, admin) -> None:
+    home = hub.data_dir / "home" / "alice"
+    executed = home / "executed.ipynb"
+    code = (
+        "import nbformat, nbclient, sys\n"
+        "nb = nbformat.read(sys.argv[1], as_version=4)\n"
+        "resources = {'metadata': {'path': sys.argv[3]}}\n"
+        "nbclient.NotebookClient(nb, timeout=300, kernel_name='python3', resources=resources).execute()\n"
+        "nbformat.write(nb, sys.argv[2])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(home / "k8s-gpu-integration-init.ipynb"), str(executed), str(home)],
+        env=alice_server,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    notebook = json.loads(executed.read_text())
+    outputs = "\n".join(
+        item.get("text", "") if isinstance(item.get("text", ""), str) else "".join(item["text"])
+        for cell in notebook["cells"]
+        if cell["cell_type"] == "code"
+        for item in cell.get("outputs", [])
+    )
+    assert "2 of 2 GPUs free (simulated)" in outputs
+    assert "completed" in outputs and "held-out accuracy" in outputs
+    assert "hello from" in outputs  # the %%gpujob cell ran as a job and its output came back
+
+    token = alice_server["JUPYTERHUB_API_TOKEN"]
+    service = httpx.Client(
+        base_url=f"{hub.url}/services/gpujobs/", headers={"Authorization": f"token {token}"}
+    )
+    jobs = service.get("api/k8s/jobs").json()["data"]["jobs"]
+    assert {j["name"] for j in jobs} >= {"performance-test", "cnn-training", "hello-from-a-cell"}
+    assert all(j["status"] == "completed" and j["user"] == "alice" for j in jobs)
+    training = next(j for j in jobs if j["name"] == "cnn-training")
+    logs = service.get(f"api/k8s/job/{training['job_id']}/logs").json()["data"]["logs"]
+    assert "held-out accuracy" in logs
+
+    bob_token = admin.post("/users/bob/tokens", json={"scopes": ["access:services!service=gpujobs"]}).json()[
+        "token"
+    ]
+    bob = httpx.Client(
+        base_url=f"{hub.url}/services/gpujobs/", headers={"Authorization": f"token {bob_token}"}
+    )
+    assert bob.get(f"api/k8s/job/{training['job_id']}/status").status_code == 404
+    assert bob.get("api/k8s/jobs").json()["data"]["jobs"] == []
+
+
+def test_an_edited_notebook_is_never_overwritten(hub: Hub, admin: httpx.Client, alice_server) -> None:
+    notebook = hub.data_dir / "home" / "alice" / "k8s-gpu-integration-init.ipynb"
+    notebook.write_text(notebook.read_text().replace("a short tour", "MY OWN NOTES"))
+    assert admin.delete("/users/alice/server").status_code in (202, 204)
+    wait_for(lambda: not admin.get("/users/alice").json()["servers"], timeout=60, what="server to stop")
+    assert admin.post("/users/alice/server").status_code in (201, 202)
+    wait_for(
+        lambda: admin.get("/users/alice").json()["servers"].get("", {}).get("ready"),
+        timeout=120,
+        what="alice's server to be ready again",
+    )
+    assert "MY OWN NOTES" in notebook.read_text()
+
+
+def test_a_token_without_the_service_scope_is_refused(hub: Hub, admin: httpx.Client) -> None:
+    token = admin.post("/users/bob/tokens", json={"scopes": ["read:users:name!user=bob"]}).json()["token"]
+    response = httpx.get(
+        f"{hub.url}/services/gpujobs/api/k8s/jobs", headers={"Authorization": f"token {token}"}
+    )
+    assert response.status_code == 403
