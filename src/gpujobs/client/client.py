@@ -49,6 +49,22 @@ def _service_url_from_env(env: Mapping[str, str]) -> str | None:
     return None
 
 
+def _portable_path(script: str, env: Mapping[str, str]) -> str:
+    """A script path the service understands wherever your home is mounted.
+
+    The service resolves relative paths against your home.  A file that exists here is sent relative
+    to your home when it lies inside it (so a container's /home/jovyan and the host's folder agree),
+    else as an absolute path (shared storage).  Anything else is sent as given.
+    """
+    if not os.path.exists(script):
+        return script
+    absolute = os.path.realpath(script)
+    home = os.path.realpath(env.get("HOME") or os.path.expanduser("~"))
+    if absolute.startswith(home + os.sep):
+        return os.path.relpath(absolute, home)
+    return absolute
+
+
 class Client:
     """Talks to the gpujobs service.
 
@@ -78,6 +94,7 @@ class Client:
         if not token:
             raise ApiError(0, "no token: set JUPYTERHUB_API_TOKEN (a JupyterHub API token)")
         self.url = url.rstrip("/") + "/"
+        self._env = env
         self._http = httpx.Client(
             base_url=self.url, headers={"Authorization": f"token {token}"}, timeout=timeout
         )
@@ -149,8 +166,8 @@ class Client:
         Example: ``client.submit("train.py", gpus=1, gpu_type="t4", requirements=["numpy"])``.
         Raises ApiError (with ``field``) when the service refuses the spec.
         """
-        if script is not None and os.path.exists(script):
-            script = os.path.abspath(script)  # the service resolves relative paths against your home
+        if script is not None:
+            script = _portable_path(script, self._env)
         spec: dict[str, Any] = {
             "name": name or (os.path.basename(script) if script else "cell"),
             "script_path": script,

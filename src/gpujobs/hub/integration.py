@@ -71,7 +71,14 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def deploy_user_files(home: Path, *, uid: int | None = None, gid: int | None = None) -> list[Path]:
+def deploy_user_files(
+    home: Path,
+    *,
+    uid: int | None = None,
+    gid: int | None = None,
+    notebook: Path = INIT_NOTEBOOK,
+    examples: Path = EXAMPLES,
+) -> list[Path]:
     """Copy the init notebook and the examples into ``home``, never overwriting a user's edits.
 
     A file is (re)written only when it is missing or still exactly what we deployed last time (a
@@ -84,13 +91,18 @@ def deploy_user_files(home: Path, *, uid: int | None = None, gid: int | None = N
         deployed: dict[str, str] = json.loads(manifest_path.read_text())
     except (OSError, ValueError):
         deployed = {}
-    sources = {INIT_NOTEBOOK.name: INIT_NOTEBOOK}
-    sources.update({f"{EXAMPLES_FOLDER}/{p.name}": p for p in sorted(EXAMPLES.glob("*.py"))})
+    sources = {notebook.name: notebook}
+    sources.update({f"{EXAMPLES_FOLDER}/{p.name}": p for p in sorted(examples.glob("*.py"))})
     written = []
     for relative, source in sources.items():
         target = home / relative
-        if target.exists() and _digest(target) != deployed.get(relative):
-            continue  # the user's own copy, or one they edited: leave it alone
+        if target.exists():
+            current = _digest(target)
+            if current == _digest(source):
+                deployed[relative] = current
+                continue  # already up to date
+            if current != deployed.get(relative):
+                continue  # the user's own copy, or one they edited: leave it alone
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
         deployed[relative] = _digest(target)
