@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# The browser test drives Debian's chromium (never a downloaded browser build).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "== installing Debian's chromium for the browser test"
+    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "   (chromium not installed: the browser test will be skipped)"
+fi
 export PATH="$(pwd)/node_modules/.bin:$(pwd)/.venv/bin:$PATH"
 if [ $# -eq 0 ]; then
     echo "== lint (ruff) and types (mypy)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
+from gpujobs.testing.fakehub import FakeHub
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -161,3 +165,56 @@ def pid_alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as handle:
         return handle.read().split(") ")[1][0] != "Z"
+
+
+class World:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.hub = FakeHub()
+        self.homes = root / "home"
+        self.shared = root / "shared"
+        for name in ("alice", "bob", "root-admin"):
+            (self.homes / name).mkdir(parents=True, exist_ok=True)
+        (self.shared / "examples").mkdir(parents=True, exist_ok=True)
+        self.services: list[ServiceProcess] = []
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "JUPYTERHUB_API_URL": self.hub.api_url,
+            "JUPYTERHUB_API_TOKEN": self.hub.service_token,
+            "JUPYTERHUB_SERVICE_NAME": "gpujobs",
+            "GPUJOBS_HOME_TEMPLATE": str(self.homes / "{username}"),
+            "GPUJOBS_SHARED_ROOTS": str(self.shared),
+            "GPUJOBS_KILL_GRACE_SECONDS": "1",
+            "GPUJOBS_SCHEDULE_INTERVAL_SECONDS": "0.5",
+            "GPUJOBS_NVML": "false",
+        }
+
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, data_dir: Path | None = None
+    ) -> ServiceProcess:
+        service = ServiceProcess(data_dir or self.root / "data", {**self.env, **(env or {})}, list(args))
+        self.services.append(service.start())
+        return service
+
+    def close(self) -> None:
+        for service in self.services:
+            service.stop()
+            kill_leftover_jobs(service.data_dir)
+        self.hub.close()
+
+
+def kill_leftover_jobs(data_dir: Path) -> None:
+    """Runners are detached on purpose (they outlive the service); tests must not leave them behind."""
+    jobs = data_dir / "jobs"
+    if not jobs.exists():
+        return
+    for job_dir in jobs.iterdir():
+        for name in ("started.json", "runner.json"):
+            path = job_dir / name
+            if path.exists():
+                pid = json.loads(path.read_text())["pid"]
+                for kill in (os.killpg, os.kill):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        kill(pid, signal.SIGKILL)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -20,18 +19,6 @@ from hubprocess import Hub
 from helpers import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    started = Hub(tmp_path_factory.mktemp("hub") / "data")
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(hub: Hub) -> httpx.Client:
-    return hub.api(hub.admin_token())
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import World
-from helpers import Api, script
+from helpers import Api, World, script
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
 
