@@ -7,13 +7,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from .config import Settings
-from .errors import InvalidSpec, PayloadTooLarge
-from .gputypes import ANY, normalise_gpu_type, types_with_families
+from .errors import Forbidden, InvalidSpec, PayloadTooLarge
+from .gputypes import ANY, normalise_gpu_type, satisfies, types_with_families
 from .inventory import Inventory
 from .models import JobSpec
+from .quotas import QuotaRule
 
 
 def allowed_roots(settings: Settings, username: str) -> list[Path]:
@@ -42,7 +44,19 @@ def resolve_user_path(raw: str, *, field: str, settings: Settings, username: str
     return str(real)
 
 
-def check_spec(spec: JobSpec, *, settings: Settings, username: str, inventory: Inventory) -> JobSpec:
+def check_spec(
+    spec: JobSpec,
+    *,
+    settings: Settings,
+    username: str,
+    inventory: Inventory,
+    rule: QuotaRule | None = None,
+    pools: Sequence[tuple[str, int]] = (),
+) -> JobSpec:
+    """The spec as it will be stored, or an error naming the field (InvalidSpec 422, Forbidden 403,
+    PayloadTooLarge 413).  ``rule`` is the user's resolved quota; ``pools`` are (GPU type, GPUs per
+    node) of node pools the cluster can add, whose types are valid although no node has them yet."""
+    rule = rule or QuotaRule()
     updates: dict[str, object] = {}
     if spec.script is not None and len(spec.script.encode()) > settings.max_inline_script_bytes:
         raise PayloadTooLarge(
@@ -58,26 +72,93 @@ def check_spec(spec: JobSpec, *, settings: Settings, username: str, inventory: I
         updates["working_dir"] = resolve_user_path(
             spec.working_dir, field="working_dir", settings=settings, username=username, want_dir=True
         )
+    updates["priority"] = _check_priority(spec.priority or settings.default_priority, settings, rule)
+    updates["timeout_seconds"] = _check_timeout(spec.timeout_seconds, rule)
     gpu_type = normalise_gpu_type(spec.gpu_type, aliases=settings.gpu_type_aliases)
     gpus = spec.gpus_wanted
     if gpus:
-        known = types_with_families(inventory.gpu_types())
-        if gpu_type != ANY and gpu_type not in known:
-            listed = ", ".join(sorted(known | {ANY})) if known else "none: this executor has no GPUs"
-            raise InvalidSpec(
-                f"gpu_type {spec.gpu_type!r} is not available here; known types: {listed}", field="gpu_type"
-            )
-        most = inventory.most_on_one_node(gpu_type)
-        if gpus > most:
-            label = "GPU" if gpu_type == ANY else gpu_type
-            raise InvalidSpec(
-                f"gpu_count {gpus} is more than any node has: at most {most} {label} on one node",
-                field="gpu_count",
-            )
+        _check_gpus(spec.gpu_type, gpu_type, gpus, settings, inventory, rule, pools)
     updates["gpu_type"] = gpu_type
     updates["gpu_count"] = gpus
     updates["gpu_required"] = gpus > 0
-    if spec.image is not None and spec.image not in settings.allowed_images:
-        allowed = ", ".join(settings.allowed_images) or "none configured"
+    images = rule.allowed_images if rule.allowed_images is not None else settings.allowed_images
+    if spec.image is not None and spec.image not in images:
+        allowed = ", ".join(images) or "none"
         raise InvalidSpec(f"image {spec.image!r} is not allowed; allowed images: {allowed}", field="image")
     return spec.model_copy(update=updates)
+
+
+def _check_priority(name: str, settings: Settings, rule: QuotaRule) -> str:
+    if name not in settings.priorities:
+        known = ", ".join(settings.priorities)
+        raise InvalidSpec(f"priority {name!r} is not one of: {known}", field="priority")
+    if rule.allowed_priorities is not None and name not in rule.allowed_priorities:
+        allowed = ", ".join(rule.allowed_priorities) or "none"
+        raise Forbidden(
+            f"priority {name!r} is not allowed for you; your priorities: {allowed}", field="priority"
+        )
+    return name
+
+
+def _check_timeout(timeout: int | None, rule: QuotaRule) -> int | None:
+    """Jobs without a timeout get the quota's maximum: every job then has a known latest end,
+    which is what lets small jobs backfill safely."""
+    limit = rule.max_timeout_seconds
+    if limit is None:
+        return timeout
+    if timeout is None:
+        return limit
+    if timeout > limit:
+        raise InvalidSpec(
+            f"timeout_seconds {timeout} is over your limit of {limit} s", field="timeout_seconds"
+        )
+    return timeout
+
+
+def _check_gpus(
+    asked: str,
+    gpu_type: str,
+    gpus: int,
+    settings: Settings,
+    inventory: Inventory,
+    rule: QuotaRule,
+    pools: Sequence[tuple[str, int]],
+) -> None:
+    aliases = settings.gpu_type_aliases
+    pool_types = {pool_type for pool_type, _ in pools}
+    known = types_with_families(inventory.gpu_types() | pool_types)
+    if gpu_type != ANY and gpu_type not in known:
+        listed = ", ".join(sorted(known | {ANY})) if known else "none: this executor has no GPUs"
+        raise InvalidSpec(
+            f"gpu_type {asked!r} is not available here; known types: {listed}", field="gpu_type"
+        )
+    if rule.allowed_gpu_types is not None and gpu_type != ANY:
+        allowed = [normalise_gpu_type(t, aliases=aliases) for t in rule.allowed_gpu_types]
+        if not any(satisfies(gpu_type, a) for a in allowed):
+            raise InvalidSpec(
+                f"gpu_type {asked!r} is not allowed for you; allowed types: {', '.join(allowed)}",
+                field="gpu_type",
+            )
+    most = max(
+        [inventory.most_on_one_node(gpu_type)]
+        + [per_node for pool_type, per_node in pools if satisfies(pool_type, gpu_type)]
+    )
+    if gpus > most:
+        label = "GPU" if gpu_type == ANY else gpu_type
+        raise InvalidSpec(
+            f"gpu_count {gpus} is more than any node has: at most {most} {label} on one node",
+            field="gpu_count",
+        )
+    if rule.max_gpus is not None and gpus > rule.max_gpus:
+        raise InvalidSpec(
+            f"gpu_count {gpus} is more than your quota of {rule.max_gpus} GPUs", field="gpu_count"
+        )
+    for limited, limit in (rule.max_gpus_per_type or {}).items():
+        if (
+            gpu_type != ANY
+            and satisfies(gpu_type, normalise_gpu_type(limited, aliases=aliases))
+            and gpus > limit
+        ):
+            raise InvalidSpec(
+                f"gpu_count {gpus} is more than your quota of {limit} {limited} GPUs", field="gpu_count"
+            )

@@ -13,10 +13,21 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import InvalidSpec
+from .quotas import QuotasConfig
+
+
+class PoolConfig(BaseModel):
+    """A node pool the cluster autoscaler can grow (Kubernetes executor only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpu_type: str
+    gpus_per_node: int = Field(gt=0)
+    max_nodes: int = Field(gt=0)
 
 
 def _default_data_dir() -> Path:
@@ -57,6 +68,23 @@ class Settings(BaseSettings):
     allowed_images: StrList = Field(default_factory=lambda: ["gpujobs-runtime:cpu", "gpujobs-runtime:gpu"])
     gpu_type_aliases: dict[str, str] = Field(default_factory=dict)
 
+    # Scheduling (see quotas.py and scheduler/policy.py).
+    priorities: dict[str, int] = Field(
+        default_factory=lambda: {"low": 0, "normal": 1, "high": 2},
+        description="Priority names and their levels; a higher level goes first.",
+    )
+    default_priority: str = "normal"
+    aging_interval_seconds: float = Field(
+        3600.0, gt=0, description="A waiting job gains one level this often."
+    )
+    fair_share_half_life_seconds: float = Field(7 * 86400.0, gt=0, description="How fast past usage fades.")
+    group_shares: dict[str, float] = Field(default_factory=dict, description="Fair-share weight per group.")
+    pools: list[PoolConfig] = Field(default_factory=list, description="GPU node pools the cluster can add.")
+    quotas: QuotasConfig = Field(default_factory=QuotasConfig)
+    gpu_hour_costs: dict[str, float] = Field(
+        default_factory=dict, description="Cost of one GPU-hour per type or family ('default' for the rest)."
+    )
+
     auth_cache_seconds: float = 60.0
     admission_paused: bool = Field(False, description="Accept jobs but admit none (maintenance, benchmarks).")
     schedule_interval_seconds: float = 2.0
@@ -84,6 +112,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _default_priority_is_known(self) -> Settings:
+        if self.default_priority not in self.priorities:
+            raise ValueError(f"default_priority {self.default_priority!r} is not one of the priorities")
+        return self
 
     @field_validator("service_prefix")
     @classmethod

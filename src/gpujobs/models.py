@@ -42,16 +42,6 @@ class JobStatus(str, Enum):
 _TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
-class Priority(str, Enum):
-    LOW = "low"
-    NORMAL = "normal"
-    HIGH = "high"
-
-    @property
-    def rank(self) -> int:
-        return {"low": 0, "normal": 1, "high": 2}[self.value]
-
-
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variables a job may not set: they would escape GPU pinning, load foreign code into the interpreter,
 # or impersonate what gpujobs and JupyterHub set.
@@ -146,7 +136,12 @@ class JobSpec(BaseModel):
     )
     cpu_limit: str | None = Field(None, description="CPU cores as a Kubernetes quantity: '4', '0.5', '500m'.")
     memory_limit: str | None = Field(None, description="Memory as a Kubernetes quantity: '8Gi', '512Mi'.")
-    priority: Priority = Field(Priority.NORMAL, description="low, normal or high.")
+    priority: str | None = Field(
+        None,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="A priority name the admin configured (default: low, normal, high); 'normal' when unset.",
+    )
     timeout_seconds: int | None = Field(None, ge=1, le=30 * 86400, description="Killed after this long.")
     retries: int = Field(0, ge=0, le=10, description="Runs again after a failure, this many times at most.")
     image: str | None = Field(
@@ -272,7 +267,7 @@ class JobView(BaseModel):
     gpu_required: bool
     gpu_count: int
     gpu_type: str
-    priority: Priority
+    priority: str
     cpu_limit: str | None = None
     memory_limit: str | None = None
     timeout_seconds: int | None = None

@@ -1,7 +1,11 @@
 """The admission policy, with readable builders; no I/O anywhere."""
 
+from __future__ import annotations
+
 from gpujobs.inventory import Device, Node
-from gpujobs.scheduler.policy import Request, Snapshot, decide
+from gpujobs.scheduler.policy import PolicyConfig, Pool, Quota, Request, Running, Snapshot, decide
+
+HOUR = 3600.0
 
 
 def node(name: str, *types: str, cpu: float = 64, ready: bool = True, schedulable: bool = True) -> Node:
@@ -9,65 +13,259 @@ def node(name: str, *types: str, cpu: float = 64, ready: bool = True, schedulabl
     return Node(name=name, devices=devices, cpu_cores=cpu, ready=ready, schedulable=schedulable)
 
 
-def job(job_id: str, gpus: int = 1, gpu_type: str = "any", cpu: float = 0) -> Request:
-    return Request(job_id=job_id, gpu_count=gpus, gpu_type=gpu_type, cpu=cpu)
+def job(
+    job_id: str,
+    gpus: int = 1,
+    gpu_type: str = "any",
+    cpu: float = 0,
+    *,
+    user: str = "u",
+    group: str = "g",
+    priority: int = 1,
+    at: float = 0.0,
+    limit: float | None = None,
+    quota: Quota = Quota(),
+    seq: int = 0,
+) -> Request:
+    return Request(
+        job_id=job_id,
+        gpu_count=gpus,
+        gpu_type=gpu_type,
+        cpu=cpu,
+        user=user,
+        group=group,
+        priority=priority,
+        submitted_at=at,
+        runtime_limit=limit,
+        quota=quota,
+        seq=seq,
+    )
+
+
+def jobs(*requests: Request) -> list[Request]:
+    """Give requests increasing submission order, as the queue does."""
+    return [Request(**{**r.__dict__, "seq": i}) for i, r in enumerate(requests)]
+
+
+def running(
+    job_id: str,
+    node_name: str,
+    *gpus: str,
+    user: str = "u",
+    cpu: float = 0,
+    ends_at: float | None = None,
+    group: str = "g",
+) -> Running:
+    return Running(
+        job_id=job_id,
+        user=user,
+        node=node_name,
+        gpus=gpus,
+        gpu_count=len(gpus),
+        cpu=cpu,
+        ends_at=ends_at,
+        group=group,
+    )
+
+
+def admitted(decision) -> dict[str, str | None]:
+    return {a.job_id: a.node for a in decision.admissions}
+
+
+def reasons(decision) -> dict[str, str]:
+    return {w.job_id: w.reason for w in decision.waiting}
+
+
+# --- capacity ----------------------------------------------------------------------------------------
 
 
 def test_jobs_are_admitted_in_order_while_gpus_last() -> None:
-    decision = decide([job("a"), job("b"), job("c")], Snapshot(nodes=(node("n1", "t4", "t4"),)))
+    decision = decide(jobs(job("a"), job("b"), job("c")), Snapshot(nodes=(node("n1", "t4", "t4"),)))
     assert [(a.job_id, a.gpus) for a in decision.admissions] == [("a", ("0",)), ("b", ("1",))]
     assert [(w.job_id, w.position) for w in decision.waiting] == [("c", 1)]
     assert decision.waiting[0].reason == "no free GPU: 0 of 2 free, 1 needed"
 
 
 def test_held_gpus_are_never_given_twice() -> None:
-    snapshot = Snapshot(nodes=(node("n1", "a100", "a100"),), held_gpus={"n1": frozenset({"0"})})
-    decision = decide([job("a", gpu_type="a100"), job("b", gpu_type="a100")], snapshot)
+    snapshot = Snapshot(nodes=(node("n1", "a100", "a100"),), running=(running("r", "n1", "0"),))
+    decision = decide(jobs(job("a", gpu_type="a100"), job("b", gpu_type="a100")), snapshot)
     assert [(a.job_id, a.gpus) for a in decision.admissions] == [("a", ("1",))]
-    assert decision.waiting[0].reason == "no free a100: 0 of 2 free, 1 needed"
+    assert reasons(decision)["b"] == "no free a100: 0 of 2 free, 1 needed"
 
 
 def test_type_routing_and_family_match() -> None:
     nodes = (node("small", "t4"), node("big", "a100-80gb", "a100-80gb"))
     decision = decide(
-        [job("fam", gpu_type="a100"), job("exact", gpu_type="a100-80gb"), job("t", gpu_type="t4")],
+        jobs(job("fam", gpu_type="a100"), job("exact", gpu_type="a100-80gb"), job("t", gpu_type="t4")),
         Snapshot(nodes=nodes),
     )
-    placed = {a.job_id: a.node for a in decision.admissions}
-    assert placed == {"fam": "big", "exact": "big", "t": "small"}
+    assert admitted(decision) == {"fam": "big", "exact": "big", "t": "small"}
 
 
 def test_multi_gpu_jobs_need_them_on_one_node() -> None:
-    nodes = (node("n1", "t4"), node("n2", "t4"))
-    decision = decide([job("pair", gpus=2)], Snapshot(nodes=nodes))
+    decision = decide(jobs(job("pair", gpus=2)), Snapshot(nodes=(node("n1", "t4"), node("n2", "t4"))))
     assert not decision.admissions
     assert "on one node" in decision.waiting[0].reason
 
 
 def test_tightest_fit_keeps_big_blocks_whole() -> None:
     nodes = (node("four", "t4", "t4", "t4", "t4"), node("one", "t4"))
-    decision = decide([job("small"), job("big", gpus=4)], Snapshot(nodes=nodes))
-    assert {a.job_id: a.node for a in decision.admissions} == {"small": "one", "big": "four"}
+    decision = decide(jobs(job("small"), job("big", gpus=4)), Snapshot(nodes=nodes))
+    assert admitted(decision) == {"small": "one", "big": "four"}
 
 
 def test_cordoned_and_not_ready_nodes_offer_nothing() -> None:
     nodes = (node("cordoned", "t4", schedulable=False), node("down", "t4", ready=False))
-    decision = decide([job("a", gpu_type="t4")], Snapshot(nodes=nodes))
+    decision = decide(jobs(job("a", gpu_type="t4")), Snapshot(nodes=nodes))
     assert "cordoned or not ready" in decision.waiting[0].reason
 
 
 def test_unknown_type_says_so() -> None:
-    decision = decide([job("a", gpu_type="h100")], Snapshot(nodes=(node("n", "t4"),)))
+    decision = decide(jobs(job("a", gpu_type="h100")), Snapshot(nodes=(node("n", "t4"),)))
     assert decision.waiting[0].reason == "no h100 in the inventory"
 
 
 def test_cpu_reservations_are_respected() -> None:
-    snapshot = Snapshot(nodes=(node("n", cpu=2),), held_cpu={"n": 1.5})
-    decision = decide([job("cpu-job", gpus=0, cpu=1), job("tiny", gpus=0, cpu=0.5)], snapshot)
-    assert [a.job_id for a in decision.admissions] == ["tiny"]
-    assert decision.waiting[0].reason == "waiting for CPU: needs 1 cores, at most 0.5 free on one node"
+    snapshot = Snapshot(nodes=(node("n", cpu=2),), running=(running("r", "n", cpu=1.5),))
+    decision = decide(jobs(job("cpu-job", gpus=0, cpu=1), job("tiny", gpus=0, cpu=0.5)), snapshot)
+    assert list(admitted(decision)) == ["tiny"]
+    assert reasons(decision)["cpu-job"] == "waiting for CPU: needs 1 cores, at most 0.5 free on one node"
 
 
 def test_a_job_bigger_than_any_node_says_so() -> None:
-    decision = decide([job("huge", gpus=0, cpu=8)], Snapshot(nodes=(node("n", cpu=2),)))
+    decision = decide(jobs(job("huge", gpus=0, cpu=8)), Snapshot(nodes=(node("n", cpu=2),)))
     assert decision.waiting[0].reason == "needs 8 CPU cores but the largest node has 2"
+
+
+# --- priorities and aging ------------------------------------------------------------------------
+
+
+def test_higher_priority_goes_first_whatever_the_submission_order() -> None:
+    decision = decide(
+        jobs(job("low", priority=0), job("high", priority=2), job("normal", priority=1)),
+        Snapshot(nodes=(node("n", "t4"),)),
+    )
+    assert list(admitted(decision)) == ["high"]
+    assert [(w.job_id, w.position) for w in decision.waiting] == [("normal", 1), ("low", 2)]
+
+
+def test_aging_lifts_a_long_waiting_job() -> None:
+    snapshot = Snapshot(nodes=(node("n", "t4"),), now=10 * HOUR)
+    old_low = job("old-low", priority=0, at=0.0)  # waited 10 h: 10 steps of aging
+    new_high = job("new-high", priority=2, at=10 * HOUR)
+    decision = decide(jobs(new_high, old_low), snapshot, PolicyConfig(aging_interval_seconds=HOUR))
+    assert list(admitted(decision)) == ["old-low"]
+
+
+# --- quotas ---------------------------------------------------------------------------------------------
+
+
+def test_a_user_at_their_gpu_quota_waits_and_says_why() -> None:
+    one = Quota(max_gpus=1)
+    snapshot = Snapshot(nodes=(node("n", "t4", "t4"),), running=(running("r", "n", "0", user="alice"),))
+    decision = decide(jobs(job("a", user="alice", quota=one), job("b", user="bob")), snapshot)
+    assert admitted(decision) == {"b": "n"}
+    assert reasons(decision)["a"] == "quota: alice uses 1 of 1 GPUs"
+
+
+def test_per_type_and_running_job_quotas() -> None:
+    quota = Quota(max_gpus_per_type={"a100": 1}, max_running_jobs=2)
+    nodes = (node("n", "a100", "a100", "t4", "t4"),)
+    decision = decide(
+        jobs(
+            job("a1", gpu_type="a100", quota=quota),
+            job("a2", gpu_type="a100", quota=quota),
+            job("t1", gpu_type="t4", quota=quota),
+            job("t2", gpu_type="t4", quota=quota),
+        ),
+        Snapshot(nodes=nodes),
+    )
+    assert set(admitted(decision)) == {"a1", "t1"}
+    assert reasons(decision)["a2"] == "quota: u uses 1 of 1 a100 GPUs"
+    assert reasons(decision)["t2"] == "quota: u runs 2 of 2 jobs"
+
+
+def test_allowed_types_limit_what_any_may_take() -> None:
+    quota = Quota(allowed_gpu_types=("t4",))
+    decision = decide(jobs(job("a", gpu_type="any", quota=quota)), Snapshot(nodes=(node("n", "a100", "t4"),)))
+    assert [a.gpus for a in decision.admissions] == [("1",)]
+
+
+# --- fair share -------------------------------------------------------------------------------------
+
+
+def test_less_recent_usage_goes_first_among_equals() -> None:
+    snapshot = Snapshot(
+        nodes=(node("n", "t4"),), user_usage={"heavy": 10 * HOUR, "light": HOUR}, group_usage={"g": 11 * HOUR}
+    )
+    decision = decide(jobs(job("h", user="heavy"), job("l", user="light")), snapshot)
+    assert list(admitted(decision)) == ["l"]
+
+
+def test_group_shares_weight_usage() -> None:
+    config = PolicyConfig(group_shares={"big": 4, "small": 1})
+    snapshot = Snapshot(nodes=(node("n", "t4"),), group_usage={"big": 3 * HOUR, "small": 1 * HOUR})
+    decision = decide(
+        jobs(job("s", user="s", group="small"), job("b", user="b", group="big")), snapshot, config
+    )
+    assert list(admitted(decision)) == ["b"]  # 3/4 < 1/1
+
+
+def test_usage_is_charged_within_a_cycle() -> None:
+    nodes = (node("n", "t4", "t4", "t4", "t4"),)
+    queue = jobs(
+        *[job(f"a{i}", user="alice", limit=HOUR) for i in range(4)], job("b0", user="bob", limit=HOUR)
+    )
+    decision = decide(queue, Snapshot(nodes=nodes))
+    assert "b0" in admitted(decision)  # alice's burst does not shut bob out
+
+
+# --- backfill and reservations --------------------------------------------------------------------
+
+
+def test_a_small_job_backfills_only_if_it_ends_before_the_reservation() -> None:
+    nodes = (node("n", "a100", "a100"),)
+    snapshot = Snapshot(nodes=nodes, running=(running("r", "n", "0", ends_at=2 * HOUR),), now=0.0)
+    big = job("big", gpus=2, priority=2, limit=HOUR)
+    short = job("short", priority=1, limit=HOUR)  # ends at 1 h, before the big job's reservation at 2 h
+    long = job("long", priority=1, limit=3 * HOUR)
+    decision = decide(jobs(big, long, short), snapshot)
+    assert admitted(decision) == {"short": "n"}
+    assert reasons(decision)["long"] == "waiting behind big, which has a reservation on n"
+    assert reasons(decision)["big"] == "no free GPU: 1 of 2 free, 2 needed"
+
+
+def test_jobs_on_other_nodes_are_not_held_back_by_a_reservation() -> None:
+    nodes = (node("busy", "a100", "a100"), node("other", "t4"))
+    snapshot = Snapshot(nodes=nodes, running=(running("r", "busy", "0", ends_at=HOUR),))
+    decision = decide(
+        jobs(job("big", gpus=2, gpu_type="a100"), job("t", gpu_type="t4", limit=10 * HOUR)), snapshot
+    )
+    assert admitted(decision) == {"t": "other"}
+
+
+# --- node pools -------------------------------------------------------------------------------------
+
+
+def test_jobs_for_a_declared_pool_are_admitted_up_to_its_capacity() -> None:
+    config = PolicyConfig(pools=(Pool("a100", gpus_per_node=8, max_nodes=1),))
+    queue = jobs(
+        job("p1", gpus=4, gpu_type="a100"),
+        job("p2", gpus=4, gpu_type="a100"),
+        job("p3", gpus=1, gpu_type="a100"),
+    )
+    decision = decide(queue, Snapshot(nodes=(node("cpu-only"),)), config)
+    assert [(a.job_id, a.pool) for a in decision.admissions] == [("p1", "a100"), ("p2", "a100")]
+    assert reasons(decision)["p3"] == (
+        "the a100 node pool is at its declared size (8 GPUs, 0 not yet claimed); "
+        "waiting for running jobs to end"
+    )
+
+
+def test_pool_admissions_count_as_used_capacity() -> None:
+    config = PolicyConfig(pools=(Pool("t4", gpus_per_node=1, max_nodes=2),))
+    earlier = Running("p0", "u", None, (), gpu_count=1, pool="t4")
+    decision = decide(
+        jobs(job("a", gpu_type="t4"), job("b", gpu_type="t4")), Snapshot(nodes=(), running=(earlier,)), config
+    )
+    assert [a.job_id for a in decision.admissions] == ["a"]

@@ -66,6 +66,9 @@ class LaunchError(Exception):
 
 class Executor(abc.ABC):
     name: str
+    # Whether admitting a job onto a node the cluster has yet to add makes sense (Kubernetes with an
+    # autoscaler: its pod waits Pending until the node comes).
+    supports_pools: bool = False
 
     def __init__(self, on_event: EventSink) -> None:
         self._emit = on_event

@@ -1,10 +1,10 @@
 """The scheduling loop: runs the pure policy on events (submit, finish, cancel) and on a timer.
 
-Each cycle: the queue (from the in-memory index) and the active jobs (from the store) → snapshot of
-the executor's inventory and what active jobs hold → ``policy.decide`` → record each admission
-(queued → pending, with node and GPUs) through the store's transition guard → hand it to the executor.
-What the policy says about waiting jobs is kept in memory for job views: it changes every cycle, and
-writing it would cost a write per waiting job.
+Each cycle: the queue (from the in-memory index) and the active jobs (from the store) → a snapshot of
+the executor's inventory, what active jobs hold and recent usage → ``policy.decide`` → record each
+admission (queued → pending, with node and GPUs) through the store's transition guard → hand it to the
+executor.  What the policy says about waiting jobs is kept in memory for job views: it changes every
+cycle, and writing it would cost a write per waiting job.
 """
 
 from __future__ import annotations
@@ -15,39 +15,71 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 
 from ..config import Settings
 from ..errors import IllegalTransition
 from ..executors.base import Executor, LaunchError
+from ..gputypes import normalise_gpu_type
 from ..models import JobStatus
+from ..quotas import policy_quota, resolve
 from ..store import JobRecord, Store
 from ..store import repository as repo
-from .policy import Decision, Request, Snapshot, Waiting, decide
+from .policy import Decision, PolicyConfig, Pool, Quota, Request, Running, Snapshot, Waiting, decide
 from .queue import QueueIndex
+from .usage import UsageTracker
 
 log = logging.getLogger(__name__)
 RELOAD_QUEUE_SECONDS = 60.0
 PAUSED = "admission is paused by the administrator"
 
 
-def snapshot_of(executor: Executor, active: Sequence[JobRecord]) -> Snapshot:
-    held_gpus: dict[str, set[str]] = defaultdict(set)
-    held_cpu: dict[str, float] = defaultdict(float)
-    for job in active:
-        if job.node:
-            held_gpus[job.node].update(job.gpus)
-            held_cpu[job.node] += job.cpu_request
-    return Snapshot(
-        nodes=executor.inventory().nodes,
-        held_gpus={node: frozenset(gpus) for node, gpus in held_gpus.items()},
-        held_cpu=dict(held_cpu),
+def running_of(job: JobRecord) -> Running:
+    began = job.started_at or job.admitted_at
+    ends_at = began.timestamp() + job.timeout_seconds if began and job.timeout_seconds else None
+    return Running(
+        job_id=job.job_id,
+        user=job.user,
+        node=job.node,
+        gpus=job.gpus,
+        gpu_count=job.gpu_count,
+        cpu=job.cpu_request,
+        group=job.account_group,
+        ends_at=ends_at,
+        pool=None if job.node else job.gpu_type,
     )
 
 
-def request_of(entry: repo.QueueEntry) -> Request:
-    return Request(
-        job_id=entry.job_id, gpu_count=entry.gpu_count, gpu_type=entry.gpu_type, cpu=entry.cpu_request
-    )
+class RequestBuilder:
+    """Queue entries → policy requests, with each user's quota resolved once per cycle."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._quotas: dict[tuple[str, tuple[str, ...]], Quota] = {}
+
+    def quota_for(self, user: str, groups: tuple[str, ...]) -> Quota:
+        key = (user, groups)
+        if key not in self._quotas:
+            rule = resolve(self.settings.quotas, user, groups)
+            aliases = self.settings.gpu_type_aliases
+            self._quotas[key] = policy_quota(rule, lambda t: normalise_gpu_type(t, aliases=aliases))
+        return self._quotas[key]
+
+    def __call__(self, entry: repo.QueueEntry) -> Request:
+        levels = self.settings.priorities
+        return Request(
+            job_id=entry.job_id,
+            gpu_count=entry.gpu_count,
+            gpu_type=entry.gpu_type,
+            cpu=entry.cpu_request,
+            user=entry.user,
+            group=entry.account_group,
+            priority=levels.get(entry.priority, levels[self.settings.default_priority]),
+            submitted_at=entry.created_at.timestamp(),
+            runtime_limit=entry.timeout_seconds,
+            quota=self.quota_for(entry.user, entry.groups),
+            seq=entry.seq,
+        )
 
 
 class SchedulerLoop:
@@ -56,6 +88,14 @@ class SchedulerLoop:
         self.executor = executor
         self.settings = settings
         self.queue = QueueIndex()
+        self.usage = UsageTracker(settings.fair_share_half_life_seconds)
+        # Node pools only mean something where a cluster autoscaler acts on pending pods.
+        pools = tuple(Pool(p.gpu_type, p.gpus_per_node, p.max_nodes) for p in settings.pools)
+        self.config = PolicyConfig(
+            aging_interval_seconds=settings.aging_interval_seconds,
+            group_shares=dict(settings.group_shares),
+            pools=pools if executor.supports_pools else (),
+        )
         self.waiting: dict[str, Waiting] = {}
         self.queued_demand: dict[str, int] = {}
         self.cycles = 0
@@ -68,6 +108,10 @@ class SchedulerLoop:
 
     async def start(self) -> None:
         await self.reload_queue()
+        horizon = datetime.now(timezone.utc) - timedelta(
+            seconds=8 * self.settings.fair_share_half_life_seconds
+        )
+        self.usage.load(await self.store.read(lambda s: repo.recent_usage(s, horizon)))
         self._task = asyncio.create_task(self._run(), name="gpujobs-scheduler")
         self.wake()
 
@@ -99,6 +143,23 @@ class SchedulerLoop:
             # cycle's cost, so a long queue under a burst of submissions cannot starve the API.
             await asyncio.sleep(min(0.5, 2 * (time.perf_counter() - began)))
 
+    def snapshot(self, active: Sequence[JobRecord], now: float | None = None) -> Snapshot:
+        """Inventory, active jobs and usage: recent history plus what running jobs have used so far."""
+        now = time.time() if now is None else now
+        users, groups = self.usage.snapshot(now)
+        for job in active:
+            if job.started_at is not None:
+                used = job.gpu_count * max(0.0, now - job.started_at.timestamp())
+                users[job.user] = users.get(job.user, 0.0) + used
+                groups[job.account_group] = groups.get(job.account_group, 0.0) + used
+        return Snapshot(
+            nodes=self.executor.inventory().nodes,
+            running=tuple(running_of(job) for job in active),
+            user_usage=users,
+            group_usage=groups,
+            now=now,
+        )
+
     async def cycle(self) -> Decision:
         queued = self.queue.entries()
         if self.settings.admission_paused:
@@ -107,7 +168,8 @@ class SchedulerLoop:
             self.cycles += 1
             return Decision(admissions=(), waiting=())
         active = await self.store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
-        decision = decide([request_of(entry) for entry in queued], snapshot_of(self.executor, active))
+        build = RequestBuilder(self.settings)
+        decision = decide([build(entry) for entry in queued], self.snapshot(active), self.config)
         self.waiting = {entry.job_id: entry for entry in decision.waiting}
         demand: dict[str, int] = defaultdict(int)
         for entry in queued:
@@ -115,7 +177,7 @@ class SchedulerLoop:
                 demand[entry.gpu_type] += entry.gpu_count
         self.queued_demand = dict(demand)
         for admission in decision.admissions:
-            await self._admit(admission.job_id, admission.node, admission.gpus)
+            await self._admit(admission.job_id, admission.node, admission.gpus, admission.pool)
         self.cycles += 1
         return decision
 
@@ -126,12 +188,13 @@ class SchedulerLoop:
             return Waiting(job_id, position, PAUSED) if position else None
         return self.waiting.get(job_id)
 
-    async def _admit(self, job_id: str, node: str, gpus: tuple[str, ...]) -> None:
+    async def _admit(self, job_id: str, node: str | None, gpus: tuple[str, ...], pool: str | None) -> None:
         self.queue.discard(job_id)
+        message = f"waiting for the cluster to add {_article(pool)} {pool} node" if pool else None
         try:
             job = await self.store.write(
                 lambda s: repo.transition(
-                    s, job_id, JobStatus.PENDING, node=node, gpus=list(gpus), message=None
+                    s, job_id, JobStatus.PENDING, node=node, gpus=list(gpus), message=message
                 )
             )
         except IllegalTransition:
@@ -145,3 +208,7 @@ class SchedulerLoop:
                 await self.store.write(
                     lambda s: repo.transition(s, job_id, JobStatus.FAILED, reason="LaunchFailed", message=why)
                 )
+
+
+def _article(word: str | None) -> str:
+    return "an" if word and word[0] in "aeiou" else "a"

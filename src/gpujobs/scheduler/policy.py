@@ -1,17 +1,48 @@
-"""The admission policy: pure, no I/O.  ``decide(requests, snapshot) -> Decision``.
+"""The admission policy: pure, no I/O.  ``decide(requests, snapshot, config) -> Decision``.
 
-Jobs are considered in queue order (their submission order).  Each one that fits is admitted onto
-the node that fits it most tightly, so big free blocks stay whole for big jobs; each one that does not
-fit stays queued with a reason a person can act on, and its position in the queue.
+One cycle, in numbered steps (the order matters):
+
+1. **Order.**  Each queued job's *effective priority* is its priority level plus one step for every
+   ``aging_interval_seconds`` it has waited (so nothing starves).  Among equal effective priority, the
+   job whose group, then user, has less recent GPU usage (decayed GPU-seconds divided by the group's
+   share) goes first; then the older one.  Usage is charged as jobs are admitted within the cycle, so
+   one user cannot take everything in one go.
+2. **Quota.**  A job that would take its user over their concurrent limits (GPUs in all, GPUs per type,
+   running jobs) waits, with the limit named; the user's next job may still fit.
+3. **Place.**  A job that fits is admitted onto the node that fits it most tightly (big free blocks stay
+   whole for big jobs), or onto a node pool the cluster can still add (declared in config).
+4. **Reserve.**  The first jobs that do not fit get a *reservation*: the node where enough GPUs free up
+   earliest (running jobs' timeouts bound their end).  Later jobs may use a reserved node only if their
+   own timeout ends before the reservation (backfill), so a small job never delays a bigger, more
+   important one.
+5. **Explain.**  Every job left waiting gets its position and a reason a person can act on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import heapq
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..gputypes import ANY, satisfies
 from ..inventory import Node
+
+UNLIMITED = None
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Concurrent limits of one user (None: no limit).  Resolved from config by ``quotas.resolve``."""
+
+    max_gpus: int | None = None
+    max_gpus_per_type: Mapping[str, int] = field(default_factory=dict)
+    max_running_jobs: int | None = None
+    allowed_gpu_types: tuple[str, ...] | None = None
+
+
+NO_QUOTA = Quota()
 
 
 @dataclass(frozen=True)
@@ -22,22 +53,64 @@ class Request:
     gpu_count: int
     gpu_type: str = ANY
     cpu: float = 0.0
+    user: str = ""
+    group: str = "default"
+    priority: int = 1
+    submitted_at: float = 0.0
+    runtime_limit: float | None = None  # its timeout: bounds its end, for backfill
+    quota: Quota = NO_QUOTA
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class Running:
+    """An active (pending or running) job: what it holds and when it ends at the latest."""
+
+    job_id: str
+    user: str
+    node: str | None
+    gpus: tuple[str, ...] = ()
+    gpu_count: int = 0
+    cpu: float = 0.0
+    group: str = "default"
+    ends_at: float | None = None
+    pool: str | None = None  # admitted onto a node pool the cluster has yet to add
+
+
+@dataclass(frozen=True)
+class Pool:
+    """GPU nodes the cluster can add (an autoscaling node pool)."""
+
+    gpu_type: str
+    gpus_per_node: int
+    max_nodes: int
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    aging_interval_seconds: float = 3600.0
+    group_shares: Mapping[str, float] = field(default_factory=dict)
+    pools: tuple[Pool, ...] = ()
+    max_reservations: int = 16
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The nodes, the GPUs that active jobs hold (node → device indices) and the CPU they reserve."""
+    """The nodes, the active jobs, recent usage (decayed GPU-seconds) and the time of the cycle."""
 
     nodes: tuple[Node, ...]
-    held_gpus: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    held_cpu: Mapping[str, float] = field(default_factory=dict)
+    running: tuple[Running, ...] = ()
+    user_usage: Mapping[str, float] = field(default_factory=dict)
+    group_usage: Mapping[str, float] = field(default_factory=dict)
+    now: float = 0.0
 
 
 @dataclass(frozen=True)
 class Admission:
     job_id: str
-    node: str
+    node: str | None
     gpus: tuple[str, ...]
+    pool: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,69 +127,358 @@ class Decision:
 
 
 @dataclass
-class _Free:
-    node: Node
-    gpus: list[str]  # free device indices, in device order
-    cpu: float
+class _Reservation:
+    job_id: str
+    node: str
+    starts_at: float
+    gpu_type: str
 
 
-def _free_capacity(snapshot: Snapshot) -> list[_Free]:
-    free = []
-    for node in snapshot.nodes:
-        if not node.offers:
-            continue
-        held = snapshot.held_gpus.get(node.name, frozenset())
-        gpus = [device.index for device in node.devices if device.index not in held]
-        free.append(_Free(node, gpus, node.cpu_cores - snapshot.held_cpu.get(node.name, 0.0)))
-    return free
+# --- capacity -------------------------------------------------------------------------------------
 
 
-def _matching(slot: _Free, gpu_type: str) -> list[str]:
-    types = {device.index: device.gpu_type for device in slot.node.devices}
-    return [index for index in slot.gpus if satisfies(types[index], gpu_type)]
+class _Capacity:
+    """Free devices per node and exact type, bucketed by how many are free, for fast tightest fits."""
 
+    def __init__(self, nodes: Sequence[Node], running: Sequence[Running], pools: Sequence[Pool]) -> None:
+        held: dict[str, set[str]] = defaultdict(set)
+        cpu_used: dict[str, float] = defaultdict(float)
+        for job in running:
+            if job.node:
+                held[job.node].update(job.gpus)
+                cpu_used[job.node] += job.cpu
+        self.nodes = {node.name: node for node in nodes}
+        self.free: dict[str, dict[str, list[str]]] = {}
+        self.cpu: dict[str, float] = {}
+        self.buckets: dict[str, dict[int, dict[str, None]]] = defaultdict(lambda: defaultdict(dict))
+        self.total_by_type: dict[str, int] = defaultdict(int)
+        for node in nodes:
+            for device in node.devices:
+                self.total_by_type[device.gpu_type] += 1
+            if not node.offers:
+                continue
+            by_type: dict[str, list[str]] = defaultdict(list)
+            for device in node.devices:
+                if device.index not in held[node.name]:
+                    by_type[device.gpu_type].append(device.index)
+            self.free[node.name] = dict(by_type)
+            self.cpu[node.name] = node.cpu_cores - cpu_used[node.name]
+            for gpu_type, indices in by_type.items():
+                self.buckets[gpu_type][len(indices)][node.name] = None
+        self.types = sorted(self.total_by_type)
+        self._matching: dict[str, list[str]] = {}
+        # Node pools: GPUs the cluster can still add, minus what jobs already admitted there hold.
+        self.pool_free: dict[str, int] = {}
+        for pool in pools:
+            present = sum(1 for node in nodes for d in node.devices if satisfies(d.gpu_type, pool.gpu_type))
+            waiting = sum(job.gpu_count for job in running if job.pool == pool.gpu_type)
+            self.pool_free[pool.gpu_type] = max(0, pool.gpus_per_node * pool.max_nodes - present - waiting)
+        self.pools = {pool.gpu_type: pool for pool in pools}
 
-def _choose_devices(slot: _Free, request: Request) -> list[str] | None:
-    """Devices of one exact type on this node for the request, or None when they are too few."""
-    if request.gpu_count == 0:
-        return []
-    types = {device.index: device.gpu_type for device in slot.node.devices}
-    by_type: dict[str, list[str]] = {}
-    for index in _matching(slot, request.gpu_type):
-        by_type.setdefault(types[index], []).append(index)
-    fitting = [indices for indices in by_type.values() if len(indices) >= request.gpu_count]
-    if not fitting:
+    def matching_types(self, wanted: str, allowed: tuple[str, ...] | None) -> list[str]:
+        key = f"{wanted}|{allowed}"
+        if key not in self._matching:
+            self._matching[key] = [
+                t
+                for t in self.types
+                if satisfies(t, wanted) and (allowed is None or any(satisfies(t, a) for a in allowed))
+            ]
+        return self._matching[key]
+
+    def find(
+        self, request: Request, *, usable: Mapping[str, bool] | None = None
+    ) -> tuple[str, list[str]] | None:
+        """The tightest node and devices for the request, skipping nodes ``usable`` marks False."""
+        if request.gpu_count == 0:
+            return self._find_cpu_only(request, usable)
+        best: tuple[int, str, str] | None = None
+        for gpu_type in self.matching_types(request.gpu_type, request.quota.allowed_gpu_types):
+            buckets = self.buckets.get(gpu_type)
+            if not buckets:
+                continue
+            for count in sorted(c for c in buckets if c >= request.gpu_count):
+                if best is not None and count >= best[0]:
+                    break
+                chosen = next(
+                    (
+                        name
+                        for name in buckets[count]
+                        if (usable is None or usable.get(name, True))
+                        and (request.cpu <= 0 or self.cpu[name] + 1e-9 >= request.cpu)
+                    ),
+                    None,
+                )
+                if chosen is not None:
+                    best = (count, chosen, gpu_type)
+                    break
+        if best is None:
+            return None
+        _count, node, gpu_type = best
+        return node, self.free[node][gpu_type][: request.gpu_count]
+
+    def _find_cpu_only(
+        self, request: Request, usable: Mapping[str, bool] | None
+    ) -> tuple[str, list[str]] | None:
+        for name, spare in self.cpu.items():
+            if (usable is None or usable.get(name, True)) and (
+                request.cpu <= 0 or spare + 1e-9 >= request.cpu
+            ):
+                return name, []
         return None
-    tightest = min(fitting, key=len)
-    return tightest[: request.gpu_count]
+
+    def take(self, node: str, devices: list[str], cpu: float) -> None:
+        self.cpu[node] -= max(cpu, 0.0)
+        if not devices:
+            return
+        types = {device.index: device.gpu_type for device in self.nodes[node].devices}
+        gpu_type = types[devices[0]]
+        free = self.free[node][gpu_type]
+        del self.buckets[gpu_type][len(free)][node]
+        remaining = [index for index in free if index not in devices]
+        self.free[node][gpu_type] = remaining
+        if remaining:
+            self.buckets[gpu_type][len(remaining)][node] = None
+
+    def take_pool(self, request: Request) -> str | None:
+        for gpu_type, spare in self.pool_free.items():
+            fits = spare >= request.gpu_count and request.gpu_count <= self.pools[gpu_type].gpus_per_node
+            if fits and satisfies(gpu_type, request.gpu_type):
+                allowed = request.quota.allowed_gpu_types
+                if allowed is not None and not any(satisfies(gpu_type, a) for a in allowed):
+                    continue
+                self.pool_free[gpu_type] = spare - request.gpu_count
+                return gpu_type
+        return None
+
+    def free_matching(self, request: Request) -> tuple[int, int, int]:
+        """(free in all, most free on one node, total) of the devices that could serve the request."""
+        types = self.matching_types(request.gpu_type, request.quota.allowed_gpu_types)
+        free_total = most = 0
+        for gpu_type in types:
+            for count, names in self.buckets.get(gpu_type, {}).items():
+                if names:
+                    free_total += count * len(names)
+                    most = max(most, count)
+        total = sum(self.total_by_type[t] for t in types)
+        return free_total, most, total
 
 
-def _cpu_fits(slot: _Free, request: Request) -> bool:
-    return request.cpu <= 0 or request.cpu <= slot.cpu + 1e-9
+# --- quota ------------------------------------------------------------------------------------------
 
 
-def _place(free: list[_Free], request: Request) -> tuple[_Free, list[str]] | None:
-    best: tuple[int, _Free, list[str]] | None = None
-    for slot in free:
-        if not _cpu_fits(slot, request):
+@dataclass
+class _UserUse:
+    gpus: int = 0
+    jobs: int = 0
+    devices: list[tuple[str, int]] = field(default_factory=list)  # (device type, count) held
+
+    def of_type(self, limited: str) -> int:
+        return sum(count for device_type, count in self.devices if satisfies(device_type, limited))
+
+    def add(self, gpu_count: int, device_type: str | None) -> None:
+        self.gpus += gpu_count
+        self.jobs += 1
+        if device_type is not None and gpu_count:
+            self.devices.append((device_type, gpu_count))
+
+
+def _quota_problem(request: Request, use: _UserUse, device_type: str | None) -> str | None:
+    quota = request.quota
+    name = request.user
+    if quota.max_running_jobs is not None and use.jobs + 1 > quota.max_running_jobs:
+        return f"quota: {name} runs {use.jobs} of {quota.max_running_jobs} jobs"
+    if quota.max_gpus is not None and use.gpus + request.gpu_count > quota.max_gpus:
+        return f"quota: {name} uses {use.gpus} of {quota.max_gpus} GPUs"
+    if device_type is not None:
+        for limited, limit in quota.max_gpus_per_type.items():
+            if satisfies(device_type, limited) and use.of_type(limited) + request.gpu_count > limit:
+                return f"quota: {name} uses {use.of_type(limited)} of {limit} {limited} GPUs"
+    return None
+
+
+# --- ordering ---------------------------------------------------------------------------------------
+
+
+def effective_priority(request: Request, now: float, config: PolicyConfig) -> int:
+    waited = max(0.0, now - request.submitted_at)
+    return request.priority + int(waited // config.aging_interval_seconds)
+
+
+class _Order:
+    """Pops jobs in policy order, re-ranking users as their usage grows within the cycle."""
+
+    def __init__(self, requests: Sequence[Request], snapshot: Snapshot, config: PolicyConfig) -> None:
+        self.config = config
+        self.user_usage = defaultdict(float, snapshot.user_usage)
+        self.group_usage = defaultdict(float, snapshot.group_usage)
+        per_user: dict[str, list[tuple[int, int, Request]]] = defaultdict(list)
+        for request in requests:
+            level = effective_priority(request, snapshot.now, config)
+            per_user[request.user].append((-level, request.seq, request))
+        self.queues = {
+            user: sorted(items, key=lambda item: (item[0], item[1])) for user, items in per_user.items()
+        }
+        self.cursor = dict.fromkeys(self.queues, 0)
+        self.heap = [self._key(user) for user in self.queues]
+        heapq.heapify(self.heap)
+
+    def _share(self, group: str) -> float:
+        return max(self.config.group_shares.get(group, 1.0), 1e-9)
+
+    def _key(self, user: str) -> tuple[int, float, float, int, str]:
+        negative_level, seq, request = self.queues[user][self.cursor[user]]
+        group_ratio = self.group_usage[request.group] / self._share(request.group)
+        return (negative_level, group_ratio, self.user_usage[user], seq, user)
+
+    def pop(self) -> Request | None:
+        while self.heap:
+            key = heapq.heappop(self.heap)
+            user = key[-1]
+            fresh = self._key(user)
+            if fresh != key and self.heap and fresh > self.heap[0]:
+                heapq.heappush(self.heap, fresh)  # its usage grew meanwhile: re-rank
+                continue
+            request = self.queues[user][self.cursor[user]][2]
+            self.cursor[user] += 1
+            if self.cursor[user] < len(self.queues[user]):
+                heapq.heappush(self.heap, self._key(user))
+            return request
+        return None
+
+    def charge(self, request: Request) -> None:
+        """Count an admission as usage, so the user's next job ranks as if it were running already."""
+        horizon = request.runtime_limit or self.config.aging_interval_seconds
+        cost = max(request.gpu_count, 0.1) * horizon
+        self.user_usage[request.user] += cost
+        self.group_usage[request.group] += cost
+
+
+# --- the cycle --------------------------------------------------------------------------------------
+
+
+def _reserve(
+    request: Request, capacity: _Capacity, running: Sequence[Running], taken: set[str]
+) -> _Reservation | None:
+    """The node where enough matching GPUs free up earliest, given running jobs' latest ends."""
+    types = set(capacity.matching_types(request.gpu_type, request.quota.allowed_gpu_types))
+    if not types or request.gpu_count == 0:
+        return None
+    releases: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for job in running:
+        if job.node and job.node in capacity.free and job.ends_at is not None:
+            node = capacity.nodes[job.node]
+            matching = sum(1 for d in node.devices if d.index in job.gpus and d.gpu_type in types)
+            if matching:
+                releases[job.node].append((job.ends_at, matching))
+    best: _Reservation | None = None
+    for name, free_by_type in capacity.free.items():
+        if name in taken:
             continue
-        devices = _choose_devices(slot, request)
-        if devices is None:
+        node = capacity.nodes[name]
+        if sum(1 for d in node.devices if d.gpu_type in types) < request.gpu_count:
             continue
-        spare = len(_matching(slot, request.gpu_type)) - len(devices)
-        if best is None or spare < best[0]:
-            best = (spare, slot, devices)
-    return (best[1], best[2]) if best else None
+        have = sum(len(indices) for gpu_type, indices in free_by_type.items() if gpu_type in types)
+        when = 0.0
+        for ends_at, count in sorted(releases.get(name, ())):
+            if have >= request.gpu_count:
+                break
+            have += count
+            when = ends_at
+        if have >= request.gpu_count and (best is None or when < best.starts_at):
+            best = _Reservation(request.job_id, name, when, request.gpu_type)
+    return best
 
 
-def explain_wait(request: Request, nodes: Sequence[Node], free: Iterable[_Free]) -> str:
-    """Why ``request`` cannot start now, in words ("no free a100: 0 of 2")."""
-    free = list(free)
+def decide(requests: Sequence[Request], snapshot: Snapshot, config: PolicyConfig | None = None) -> Decision:
+    """Admit what fits, in policy order, within quotas and reservations; say why the rest waits."""
+    config = config or PolicyConfig()
+    capacity = _Capacity(snapshot.nodes, snapshot.running, config.pools)
+    use: dict[str, _UserUse] = defaultdict(_UserUse)
+    device_types = {(n.name, d.index): d.gpu_type for n in snapshot.nodes for d in n.devices}
+    for job in snapshot.running:
+        held_type = device_types.get((job.node or "", job.gpus[0])) if job.gpus else job.pool
+        use[job.user].add(job.gpu_count, held_type)
+    order = _Order(requests, snapshot, config)
+    reservations: list[_Reservation] = []
+    reserved_nodes: dict[str, _Reservation] = {}
+    admissions: list[Admission] = []
+    waiting: list[Waiting] = []
+    # Capacity only shrinks within a cycle, so a shape that found no room (with the same reserved nodes
+    # usable) will not find any later in the cycle: long queues of similar jobs cost one search per shape.
+    no_room: set[tuple[object, ...]] = set()
+    blocked_by: dict[tuple[object, ...], _Reservation | None] = {}
+
+    def wait(request: Request, reason: str) -> None:
+        waiting.append(Waiting(request.job_id, len(waiting) + 1, reason))
+
+    while (request := order.pop()) is not None:
+        problem = _quota_problem(request, use[request.user], None)
+        if problem:
+            wait(request, problem)
+            continue
+        ends_at = snapshot.now + request.runtime_limit if request.runtime_limit else math.inf
+        usable = {name: ends_at <= r.starts_at for name, r in reserved_nodes.items()}
+        shape = (
+            request.gpu_type,
+            request.gpu_count,
+            request.cpu,
+            request.quota.allowed_gpu_types,
+            tuple(usable.values()),
+            len(reserved_nodes),
+        )
+        placed = None if shape in no_room else capacity.find(request, usable=usable)
+        if placed is not None:
+            node, devices = placed
+            device_type = device_types[(node, devices[0])] if devices else None
+            problem = _quota_problem(request, use[request.user], device_type)
+            if problem:
+                wait(request, problem)
+                continue
+            capacity.take(node, devices, request.cpu)
+            use[request.user].add(request.gpu_count, device_type)
+            order.charge(request)
+            admissions.append(Admission(request.job_id, node, tuple(devices)))
+            continue
+        no_room.add(shape)
+        pool = capacity.take_pool(request) if request.gpu_count else None
+        if pool is not None:
+            use[request.user].add(request.gpu_count, pool)
+            order.charge(request)
+            admissions.append(Admission(request.job_id, None, (), pool=pool))
+            continue
+        if shape not in blocked_by:
+            blocked_by[shape] = _blocking_reservation(request, capacity, reserved_nodes)
+        blocker = blocked_by[shape]
+        if blocker is not None:
+            wait(request, f"waiting behind {blocker.job_id}, which has a reservation on {blocker.node}")
+            continue
+        if len(reservations) < config.max_reservations:
+            reservation = _reserve(request, capacity, snapshot.running, set(reserved_nodes))
+            if reservation is not None:
+                reservations.append(reservation)
+                reserved_nodes[reservation.node] = reservation
+        wait(request, explain_wait(request, snapshot.nodes, capacity))
+    return Decision(tuple(admissions), tuple(waiting))
+
+
+def _blocking_reservation(
+    request: Request, capacity: _Capacity, reserved: Mapping[str, _Reservation]
+) -> _Reservation | None:
+    """The reservation that keeps this job off a node where it would otherwise fit."""
+    if not reserved:
+        return None
+    for name, reservation in reserved.items():
+        only_here = {other: other == name for other in capacity.free}
+        if capacity.find(request, usable=only_here) is not None:
+            return reservation
+    return None
+
+
+def explain_wait(request: Request, nodes: Sequence[Node], capacity: _Capacity) -> str:
+    """Why ``request`` cannot start now, in words ("no free a100: 0 of 2 free, 1 needed")."""
     label = "GPU" if request.gpu_type == ANY else request.gpu_type
     if request.gpu_count:
-        total = sum(
-            1 for node in nodes for device in node.devices if satisfies(device.gpu_type, request.gpu_type)
-        )
+        free_count, most, total = capacity.free_matching(request)
         offered = sum(
             1
             for node in nodes
@@ -124,14 +486,19 @@ def explain_wait(request: Request, nodes: Sequence[Node], free: Iterable[_Free])
             for device in node.devices
             if satisfies(device.gpu_type, request.gpu_type)
         )
-        free_count = sum(len(_matching(slot, request.gpu_type)) for slot in free)
+        pool = next((p for p in capacity.pools.values() if satisfies(p.gpu_type, request.gpu_type)), None)
+        if pool is not None and free_count < request.gpu_count:
+            size = pool.gpus_per_node * pool.max_nodes
+            return (
+                f"the {pool.gpu_type} node pool is at its declared size ({size} GPUs, "
+                f"{capacity.pool_free[pool.gpu_type]} not yet claimed); waiting for running jobs to end"
+            )
         if total == 0:
             return f"no {label} in the inventory"
         if offered == 0:
             return f"no {label} available: every node with one is cordoned or not ready"
         if free_count < request.gpu_count:
             return f"no free {label}: {free_count} of {total} free, {request.gpu_count} needed"
-        most = max((len(_matching(slot, request.gpu_type)) for slot in free), default=0)
         if most < request.gpu_count:
             return (
                 f"needs {request.gpu_count} free {label}s on one node; {free_count} of {total} are free, "
@@ -140,29 +507,5 @@ def explain_wait(request: Request, nodes: Sequence[Node], free: Iterable[_Free])
     largest = max((node.cpu_cores for node in nodes if node.offers), default=0.0)
     if request.cpu > largest:
         return f"needs {request.cpu:g} CPU cores but the largest node has {largest:g}"
-    spare = max((slot.cpu for slot in free), default=0.0)
+    spare = max(capacity.cpu.values(), default=0.0)
     return f"waiting for CPU: needs {request.cpu:g} cores, at most {max(spare, 0):g} free on one node"
-
-
-def decide(requests: Sequence[Request], snapshot: Snapshot) -> Decision:
-    """Admit what fits, in queue order; say why the rest waits."""
-    free = _free_capacity(snapshot)
-    admissions: list[Admission] = []
-    waiting: list[Waiting] = []
-    # Capacity only shrinks within a cycle, so a shape that did not fit once will not fit later in
-    # the same cycle: long queues of similar jobs cost one placement attempt per shape, not per job.
-    unplaceable: dict[tuple[int, str, float], str] = {}
-    for request in requests:
-        shape = (request.gpu_count, request.gpu_type, request.cpu)
-        known_reason = unplaceable.get(shape)
-        placed = None if known_reason else _place(free, request)
-        if placed is None:
-            reason = known_reason or explain_wait(request, snapshot.nodes, free)
-            unplaceable[shape] = reason
-            waiting.append(Waiting(request.job_id, len(waiting) + 1, reason))
-            continue
-        slot, devices = placed
-        slot.gpus = [index for index in slot.gpus if index not in devices]
-        slot.cpu -= max(request.cpu, 0.0)
-        admissions.append(Admission(request.job_id, slot.node.name, tuple(devices)))
-    return Decision(tuple(admissions), tuple(waiting))

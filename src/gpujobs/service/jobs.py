@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Mapping
+
+from sqlalchemy.orm import Session
 
 from ..admission import check_spec
 from ..config import Settings
-from ..errors import Forbidden, IllegalTransition, InvalidSpec, JobNotFound
+from ..errors import Forbidden, IllegalTransition, InvalidSpec, JobNotFound, LimitExceeded
 from ..executors.base import Executor, JobEvent
 from ..executors.logs import follow, read_tail
+from ..gputypes import family_of
+from ..inventory import Inventory
 from ..models import JobSpec, JobStatus, JobView
 from ..quantities import parse_cpu
+from ..quotas import accounting_group, resolve
 from ..scheduler.loop import SchedulerLoop
 from ..store import JobRecord, Store
 from ..store import repository as repo
@@ -28,6 +34,21 @@ def new_job_id() -> str:
     return secrets.token_hex(8)
 
 
+def device_type_of(inventory: Inventory, node: str | None, index: str) -> str | None:
+    for candidate in inventory.nodes:
+        if candidate.name == node:
+            return next((d.gpu_type for d in candidate.devices if d.index == index), None)
+    return None
+
+
+def cost_per_gpu_hour(costs: Mapping[str, float], gpu_type: str) -> float:
+    """The configured rate for a type: exact, then its family, then 'default', else 0."""
+    for key in (gpu_type, family_of(gpu_type), "default"):
+        if key in costs:
+            return costs[key]
+    return 0.0
+
+
 class JobService:
     def __init__(
         self, settings: Settings, store: Store, executor: Executor, scheduler: SchedulerLoop
@@ -36,6 +57,7 @@ class JobService:
         self.store = store
         self.executor = executor
         self.scheduler = scheduler
+        self._submitting: dict[str, int] = defaultdict(int)
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -90,35 +112,79 @@ class JobService:
     # --- changing -----------------------------------------------------------------------------------
 
     async def submit(self, user: HubUser, spec: JobSpec) -> JobRecord:
-        checked = check_spec(
-            spec, settings=self.settings, username=user.name, inventory=self.executor.inventory()
+        rule = resolve(self.settings.quotas, user.name, user.groups)
+        pools = (
+            [(p.gpu_type, p.gpus_per_node) for p in self.settings.pools]
+            if self.executor.supports_pools
+            else []
         )
+        checked = check_spec(
+            spec,
+            settings=self.settings,
+            username=user.name,
+            inventory=self.executor.inventory(),
+            rule=rule,
+            pools=pools,
+        )
+        queued = self.scheduler.queue.count_for(user.name) + self._submitting[user.name]
+        if rule.max_queued_jobs is not None and queued >= rule.max_queued_jobs:
+            raise LimitExceeded(
+                f"quota: {user.name} has {queued} of {rule.max_queued_jobs} jobs queued; "
+                "wait for some to start or cancel some"
+            )
         values = repo.new_job_values(
             job_id=new_job_id(),
             user=user.name,
             groups=list(user.groups),
+            account_group=accounting_group(user.groups, self.settings.group_shares),
             name=checked.name,
-            priority=checked.priority.value,
+            priority=checked.priority,
             gpu_required=bool(checked.gpu_required),
             gpu_count=checked.gpus_wanted,
             gpu_type=checked.gpu_type,
             cpu_request=parse_cpu(checked.cpu_limit) if checked.cpu_limit else 0.0,
+            timeout_seconds=checked.timeout_seconds,
             spec=checked.model_dump(mode="json", exclude_none=True),
         )
-        job = await self.store.add_job(values)
+        # Counted while the write is in flight, so concurrent submissions cannot pass the limit together.
+        self._submitting[user.name] += 1
+        try:
+            job = await self.store.add_job(values)
+        finally:
+            self._submitting[user.name] -= 1
         self.scheduler.queue.add(job)
         self.scheduler.wake()
         return job
+
+    def _usage_writer(self, job_id: str, to: JobStatus, **fields: object) -> Callable[[Session], JobRecord]:
+        """A store write that moves a job to a final state and records what it used, atomically."""
+        inventory = self.executor.inventory()
+        costs = self.settings.gpu_hour_costs
+
+        def work(session: Session) -> JobRecord:
+            job = repo.transition(session, job_id, to, **fields)
+            device_type = device_type_of(inventory, job.node, job.gpus[0]) if job.gpus else None
+            rate = cost_per_gpu_hour(costs, device_type or job.gpu_type)
+            repo.record_usage(session, job, device_type=device_type, cost_per_gpu_hour=rate)
+            return job
+
+        return work
+
+    def _remember_usage(self, job: JobRecord) -> None:
+        if job.started_at is not None and job.finished_at is not None and job.gpu_count:
+            seconds = job.gpu_count * max(0.0, (job.finished_at - job.started_at).total_seconds())
+            self.scheduler.usage.add(job.user, job.account_group, seconds, job.finished_at)
 
     async def cancel(self, user: HubUser, job_id: str) -> JobRecord:
         job = await self.visible_job(user, job_id)
         if job.status.is_terminal():
             raise IllegalTransition(f"job {job_id} has already ended ({job.status.value}); nothing to cancel")
         cancelled = await self.store.write(
-            lambda s: repo.transition(
-                s, job_id, JobStatus.CANCELLED, reason="Cancelled", message=f"cancelled by {user.name}"
+            self._usage_writer(
+                job_id, JobStatus.CANCELLED, reason="Cancelled", message=f"cancelled by {user.name}"
             )
         )
+        self._remember_usage(cancelled)
         self.scheduler.queue.discard(job_id)
         if job.status in JobStatus.active():
             await self.executor.cancel(cancelled)
@@ -139,7 +205,13 @@ class JobService:
         if event.status is JobStatus.QUEUED:
             fields["message"] = event.message
         try:
-            job = await self.store.write(lambda s: repo.transition(s, event.job_id, event.status, **fields))
+            if event.status.is_terminal():
+                job = await self.store.write(self._usage_writer(event.job_id, event.status, **fields))
+                self._remember_usage(job)
+            else:
+                job = await self.store.write(
+                    lambda s: repo.transition(s, event.job_id, event.status, **fields)
+                )
             if job.status is JobStatus.QUEUED:
                 self.scheduler.queue.add(job)
         except (IllegalTransition, JobNotFound) as exc:

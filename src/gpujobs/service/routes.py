@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from ..errors import InvalidSpec
+from ..errors import Forbidden, InvalidSpec
 from ..gpustatus import build_gpu_status, holders
 from ..models import Envelope, GpuStatus, JobList, JobLogs, JobSpec, JobStatus, JobView
 from ..store import repository as repo
@@ -170,6 +173,85 @@ async def cancel_job(job_id: str, user: User, rt: Rt) -> Response:
     """Cancel a queued or running job (its processes get SIGTERM, then SIGKILL after a grace period)."""
     job = await rt.jobs.cancel(user, job_id)
     return envelope(rt.jobs.view(job), f"job {job_id} cancelled")
+
+
+class UsageRow(BaseModel):
+    key: str = Field(description="The user, group or GPU type, per group_by.")
+    jobs: int
+    gpu_seconds: float
+    gpu_hours: float
+    cpu_seconds: float
+    cost: float
+
+
+class UsageReport(BaseModel):
+    group_by: str
+    since: datetime
+    until: datetime
+    rows: list[UsageRow]
+
+
+@router.get(
+    "/api/k8s/usage",
+    response_model=Envelope[UsageReport],
+    responses={**_ERRORS, 200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}},
+    tags=["usage"],
+)
+async def usage(
+    user: User,
+    rt: Rt,
+    since: Annotated[
+        datetime | None, Query(alias="from", description="Start (ISO 8601); 30 days ago by default.")
+    ] = None,
+    until: Annotated[
+        datetime | None, Query(alias="to", description="End (ISO 8601); now by default.")
+    ] = None,
+    group_by: Annotated[
+        Literal["user", "group", "gpu_type"], Query(description="user, group or gpu_type")
+    ] = "user",
+    owner: Annotated[str | None, Query(alias="user", description="Admins: one user only.")] = None,
+    output: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+) -> Response:
+    """GPU-seconds, CPU-seconds, job counts and cost of jobs that ended in the period.  Users see their own
+    usage; admins everyone's (or one user's with ``user=``)."""
+    until = _aware(until) if until else datetime.now(timezone.utc)
+    since = _aware(since) if since else until - timedelta(days=30)
+    if since >= until:
+        raise InvalidSpec("from must be before to", field="from")
+    if owner is not None and owner != user.name and not user.admin:
+        raise Forbidden(f"you may see only your own usage (user={user.name})")
+    who = owner if owner is not None else (None if user.admin else user.name)
+    totals = await rt.store.read(
+        lambda s: repo.usage_totals(s, since=since, until=until, group_by=group_by, user=who)
+    )
+    rows = [
+        UsageRow(
+            key=t.key,
+            jobs=t.jobs,
+            gpu_seconds=round(t.gpu_seconds, 3),
+            gpu_hours=round(t.gpu_seconds / 3600, 4),
+            cpu_seconds=round(t.cpu_seconds, 3),
+            cost=round(t.cost, 4),
+        )
+        for t in totals
+    ]
+    if output == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow([group_by, *list(UsageRow.model_fields)[1:]])
+        for row in rows:
+            writer.writerow([row.key, row.jobs, row.gpu_seconds, row.gpu_hours, row.cpu_seconds, row.cost])
+        return Response(
+            buffer.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="gpujobs-usage-by-{group_by}.csv"'},
+        )
+    report = UsageReport(group_by=group_by, since=since, until=until, rows=rows)
+    return envelope(report, f"usage of {sum(r.jobs for r in rows)} job(s) by {group_by}")
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 _LANDING = (Path(__file__).with_name("landing.html")).read_bytes()

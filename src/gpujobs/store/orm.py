@@ -53,8 +53,34 @@ class JobRow(Base):
     admitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    account_group: Mapped[str] = mapped_column(String(255), nullable=False, default="default")
 
     __table_args__ = (
         Index("ix_jobs_user_seq", "user", "seq"),
         Index("ix_jobs_status_seq", "status", "seq"),
+    )
+
+
+class UsageRow(Base):
+    """What a job used, recorded once when it ends (if it ever started)."""
+
+    __tablename__ = "usage"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    user: Mapped[str] = mapped_column(String(255), nullable=False)
+    account_group: Mapped[str] = mapped_column(String(255), nullable=False)
+    gpu_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    gpu_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    gpu_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    cpu_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    cost: Mapped[float] = mapped_column(Float, nullable=False)
+
+    __table_args__ = (
+        Index("ix_usage_finished", "finished_at"),
+        Index("ix_usage_user_finished", "user", "finished_at"),
     )

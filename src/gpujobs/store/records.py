@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..models import JobSpec, JobStatus, JobView, Priority
+from ..models import JobSpec, JobStatus, JobView
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,7 @@ class JobRecord:
     user: str
     name: str
     status: JobStatus
-    priority: Priority
+    priority: str
     gpu_required: bool
     gpu_count: int
     gpu_type: str
@@ -24,6 +24,8 @@ class JobRecord:
     spec: dict[str, Any]
     created_at: datetime
     groups: tuple[str, ...] = ()
+    account_group: str = "default"
+    timeout_seconds: int | None = None
     reason: str | None = None
     message: str | None = None
     node: str | None = None

@@ -11,8 +11,8 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import IllegalTransition, JobNotFound
-from ..models import JobStatus, Priority
-from .orm import JobRow
+from ..models import JobStatus
+from .orm import JobRow, UsageRow
 from .records import JobRecord
 
 S = JobStatus
@@ -40,9 +40,11 @@ def to_record(row: JobRow) -> JobRecord:
         job_id=row.job_id,
         user=row.user,
         groups=tuple(row.groups or ()),
+        account_group=row.account_group,
+        timeout_seconds=row.timeout_seconds,
         name=row.name,
         status=JobStatus(row.status),
-        priority=Priority(row.priority),
+        priority=row.priority,
         gpu_required=row.gpu_required,
         gpu_count=row.gpu_count,
         gpu_type=row.gpu_type,
@@ -73,9 +75,11 @@ def record_of(seq: int, values: dict[str, Any]) -> JobRecord:
         job_id=values["job_id"],
         user=values["user"],
         groups=tuple(values.get("groups") or ()),
+        account_group=values.get("account_group", "default"),
+        timeout_seconds=values.get("timeout_seconds"),
         name=values["name"],
         status=JobStatus(values["status"]),
-        priority=Priority(values["priority"]),
+        priority=values["priority"],
         gpu_required=values["gpu_required"],
         gpu_count=values["gpu_count"],
         gpu_type=values["gpu_type"],
@@ -104,6 +108,9 @@ class QueueEntry:
     gpu_type: str
     cpu_request: float
     created_at: datetime
+    groups: tuple[str, ...] = ()
+    account_group: str = "default"
+    timeout_seconds: int | None = None
 
 
 def queue_entries(session: Session) -> list[QueueEntry]:
@@ -117,9 +124,15 @@ def queue_entries(session: Session) -> list[QueueEntry]:
         JobRow.gpu_type,
         JobRow.cpu_request,
         JobRow.created_at,
+        JobRow.groups,
+        JobRow.account_group,
+        JobRow.timeout_seconds,
     )
     query = select(*columns).where(JobRow.status == S.QUEUED.value).order_by(JobRow.seq)
-    return [QueueEntry(*row) for row in session.execute(query)]
+    return [
+        QueueEntry(*row[:8], groups=tuple(row[8] or ()), account_group=row[9], timeout_seconds=row[10])
+        for row in session.execute(query)
+    ]
 
 
 def get_job(session: Session, job_id: str) -> JobRecord | None:
@@ -190,6 +203,73 @@ def transition(session: Session, job_id: str, to: JobStatus, **fields: Any) -> J
     record = get_job(session, job_id)
     assert record is not None
     return record
+
+
+def record_usage(
+    session: Session, job: JobRecord, *, device_type: str | None, cost_per_gpu_hour: float
+) -> None:
+    """What an ended job used; nothing for a job that never started.  Once per job."""
+    if job.started_at is None or job.finished_at is None:
+        return
+    wall = max(0.0, (job.finished_at - job.started_at).total_seconds())
+    gpu_seconds = wall * job.gpu_count
+    session.execute(
+        insert(UsageRow).values(
+            job_id=job.job_id,
+            user=job.user,
+            account_group=job.account_group,
+            gpu_type=device_type or job.gpu_type,
+            gpu_count=job.gpu_count,
+            status=job.status.value,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            gpu_seconds=gpu_seconds,
+            cpu_seconds=wall * (job.cpu_request or 1.0),
+            cost=gpu_seconds / 3600 * cost_per_gpu_hour,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class UsageTotal:
+    key: str
+    jobs: int
+    gpu_seconds: float
+    cpu_seconds: float
+    cost: float
+
+
+def usage_totals(
+    session: Session, *, since: datetime, until: datetime, group_by: str, user: str | None = None
+) -> list[UsageTotal]:
+    """Usage of jobs that ended in [since, until), summed by user, account group or GPU type."""
+    key = {"user": UsageRow.user, "group": UsageRow.account_group, "gpu_type": UsageRow.gpu_type}[group_by]
+    query = (
+        select(
+            key,
+            func.count(),
+            func.sum(UsageRow.gpu_seconds),
+            func.sum(UsageRow.cpu_seconds),
+            func.sum(UsageRow.cost),
+        )
+        .where(UsageRow.finished_at >= since, UsageRow.finished_at < until)
+        .group_by(key)
+        .order_by(key)
+    )
+    if user is not None:
+        query = query.where(UsageRow.user == user)
+    return [
+        UsageTotal(str(k), int(n), float(g or 0), float(c or 0), float(cost or 0))
+        for k, n, g, c, cost in session.execute(query)
+    ]
+
+
+def recent_usage(session: Session, since: datetime) -> list[tuple[str, str, float, datetime]]:
+    """(user, account group, GPU-seconds, finished at) of jobs that ended since ``since``."""
+    query = select(UsageRow.user, UsageRow.account_group, UsageRow.gpu_seconds, UsageRow.finished_at).where(
+        UsageRow.finished_at >= since
+    )
+    return [(u, g, float(s), f) for u, g, s, f in session.execute(query)]
 
 
 def update_fields(session: Session, job_id: str, **fields: Any) -> None:
