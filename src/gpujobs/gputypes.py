@@ -16,6 +16,7 @@ so a job asking for ``a100`` may run on an ``a100-80gb``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -120,12 +121,14 @@ def normalise_gpu_type(
     return f"{family}-{size_gb}gb" if size_gb else family
 
 
+@functools.lru_cache(maxsize=4096)
 def family_of(gpu_type: str) -> str:
     """``a100-80gb`` → ``a100``; a type without a size is its own family."""
     match = re.match(r"^(.*)-\d+gb$", gpu_type)
     return match.group(1) if match else gpu_type
 
 
+@functools.lru_cache(maxsize=16384)
 def satisfies(offered: str, requested: str) -> bool:
     """Whether a device of type ``offered`` can serve a request for ``requested``."""
     return requested == ANY or offered == requested or family_of(offered) == requested

@@ -20,6 +20,7 @@ One cycle, in numbered steps (the order matters):
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections import defaultdict
@@ -148,6 +149,9 @@ class _Capacity:
                 held[job.node].update(job.gpus)
                 cpu_used[job.node] += job.cpu
         self.nodes = {node.name: node for node in nodes}
+        self.device_types = {
+            (node.name, device.index): device.gpu_type for node in nodes for device in node.devices
+        }
         self.free: dict[str, dict[str, list[str]]] = {}
         self.cpu: dict[str, float] = {}
         self.buckets: dict[str, dict[int, dict[str, None]]] = defaultdict(lambda: defaultdict(dict))
@@ -166,6 +170,18 @@ class _Capacity:
             for gpu_type, indices in by_type.items():
                 self.buckets[gpu_type][len(indices)][node.name] = None
         self.types = sorted(self.total_by_type)
+        self.nodes_with: dict[str, list[str]] = defaultdict(list)  # offering nodes that have a type
+        for node in nodes:
+            if node.offers:
+                for gpu_type in {device.gpu_type for device in node.devices}:
+                    self.nodes_with[gpu_type].append(node.name)
+        self.offered_by_type: dict[str, int] = defaultdict(int)
+        for node in nodes:
+            if node.offers:
+                for device in node.devices:
+                    self.offered_by_type[device.gpu_type] += 1
+        self.largest_cpu = max((node.cpu_cores for node in nodes if node.offers), default=0.0)
+        self.version = 0  # bumped by every take: explanations are cached per version
         self._matching: dict[str, list[str]] = {}
         # Node pools: GPUs the cluster can still add, minus what jobs already admitted there hold.
         self.pool_free: dict[str, int] = {}
@@ -216,6 +232,15 @@ class _Capacity:
         _count, node, gpu_type = best
         return node, self.free[node][gpu_type][: request.gpu_count]
 
+    def fits_on(self, request: Request, name: str) -> bool:
+        """Whether the request fits on this one node now (reservations aside)."""
+        if name not in self.free or (request.cpu > 0 and self.cpu[name] + 1e-9 < request.cpu):
+            return False
+        types = self.matching_types(request.gpu_type, request.quota.allowed_gpu_types)
+        return any(len(self.free[name].get(gpu_type, ())) >= request.gpu_count for gpu_type in types) or (
+            request.gpu_count == 0
+        )
+
     def _find_cpu_only(
         self, request: Request, usable: Mapping[str, bool] | None
     ) -> tuple[str, list[str]] | None:
@@ -227,11 +252,11 @@ class _Capacity:
         return None
 
     def take(self, node: str, devices: list[str], cpu: float) -> None:
+        self.version += 1
         self.cpu[node] -= max(cpu, 0.0)
         if not devices:
             return
-        types = {device.index: device.gpu_type for device in self.nodes[node].devices}
-        gpu_type = types[devices[0]]
+        gpu_type = self.device_types[(node, devices[0])]
         free = self.free[node][gpu_type]
         del self.buckets[gpu_type][len(free)][node]
         remaining = [index for index in free if index not in devices]
@@ -247,6 +272,7 @@ class _Capacity:
                 if allowed is not None and not any(satisfies(gpu_type, a) for a in allowed):
                     continue
                 self.pool_free[gpu_type] = spare - request.gpu_count
+                self.version += 1
                 return gpu_type
         return None
 
@@ -305,43 +331,51 @@ def effective_priority(request: Request, now: float, config: PolicyConfig) -> in
 
 
 class _Order:
-    """Pops jobs in policy order, re-ranking users as their usage grows within the cycle."""
+    """Pops jobs in policy order, re-ranking users as their usage grows within the cycle.
+
+    One heap entry per user (their best queued job).  Usage only grows within a cycle, so keys only
+    get worse: an entry is re-checked when popped, and only if its user's or group's usage changed
+    since it was pushed (a charge counter says so).
+    """
 
     def __init__(self, requests: Sequence[Request], snapshot: Snapshot, config: PolicyConfig) -> None:
         self.config = config
         self.user_usage = defaultdict(float, snapshot.user_usage)
         self.group_usage = defaultdict(float, snapshot.group_usage)
+        self.charges: dict[str, int] = defaultdict(int)  # by user and by "group:" + name
         per_user: dict[str, list[tuple[int, int, Request]]] = defaultdict(list)
+        aging = config.aging_interval_seconds
+        now = snapshot.now
         for request in requests:
-            level = effective_priority(request, snapshot.now, config)
+            level = request.priority + int(max(0.0, now - request.submitted_at) // aging)
             per_user[request.user].append((-level, request.seq, request))
         self.queues = {
             user: sorted(items, key=lambda item: (item[0], item[1])) for user, items in per_user.items()
         }
         self.cursor = dict.fromkeys(self.queues, 0)
-        self.heap = [self._key(user) for user in self.queues]
+        self.heap = [self._entry(user) for user in self.queues]
         heapq.heapify(self.heap)
 
-    def _share(self, group: str) -> float:
-        return max(self.config.group_shares.get(group, 1.0), 1e-9)
-
-    def _key(self, user: str) -> tuple[int, float, float, int, str]:
+    def _entry(self, user: str) -> tuple[int, float, float, int, str, int]:
         negative_level, seq, request = self.queues[user][self.cursor[user]]
-        group_ratio = self.group_usage[request.group] / self._share(request.group)
-        return (negative_level, group_ratio, self.user_usage[user], seq, user)
+        share = max(self.config.group_shares.get(request.group, 1.0), 1e-9)
+        group_ratio = self.group_usage[request.group] / share
+        stamp = self.charges[user] + self.charges["group:" + request.group]
+        return (negative_level, group_ratio, self.user_usage[user], seq, user, stamp)
 
     def pop(self) -> Request | None:
         while self.heap:
-            key = heapq.heappop(self.heap)
-            user = key[-1]
-            fresh = self._key(user)
-            if fresh != key and self.heap and fresh > self.heap[0]:
-                heapq.heappush(self.heap, fresh)  # its usage grew meanwhile: re-rank
-                continue
+            entry = heapq.heappop(self.heap)
+            user = entry[4]
             request = self.queues[user][self.cursor[user]][2]
+            if entry[5] != self.charges[user] + self.charges["group:" + request.group]:
+                fresh = self._entry(user)  # usage grew since it was pushed: re-rank if it fell behind
+                if self.heap and fresh[:5] > self.heap[0][:5]:
+                    heapq.heappush(self.heap, fresh)
+                    continue
             self.cursor[user] += 1
             if self.cursor[user] < len(self.queues[user]):
-                heapq.heappush(self.heap, self._key(user))
+                heapq.heappush(self.heap, self._entry(user))
             return request
         return None
 
@@ -351,38 +385,48 @@ class _Order:
         cost = max(request.gpu_count, 0.1) * horizon
         self.user_usage[request.user] += cost
         self.group_usage[request.group] += cost
+        self.charges[request.user] += 1
+        self.charges["group:" + request.group] += 1
 
 
 # --- the cycle --------------------------------------------------------------------------------------
 
 
+def _releases(capacity: _Capacity, running: Sequence[Running]) -> dict[str, list[tuple[float, list[str]]]]:
+    """Per node, what running jobs will give back and when at the latest: (end, device types), sorted."""
+    releases: dict[str, list[tuple[float, list[str]]]] = defaultdict(list)
+    types = capacity.device_types
+    for job in running:
+        if job.node and job.node in capacity.free and job.ends_at is not None and job.gpus:
+            node = job.node
+            releases[node].append((job.ends_at, [types[(node, i)] for i in job.gpus if (node, i) in types]))
+    for entries in releases.values():
+        entries.sort(key=lambda entry: entry[0])
+    return releases
+
+
 def _reserve(
-    request: Request, capacity: _Capacity, running: Sequence[Running], taken: set[str]
+    request: Request,
+    capacity: _Capacity,
+    releases: Mapping[str, list[tuple[float, list[str]]]],
+    taken: set[str],
 ) -> _Reservation | None:
     """The node where enough matching GPUs free up earliest, given running jobs' latest ends."""
     types = set(capacity.matching_types(request.gpu_type, request.quota.allowed_gpu_types))
     if not types or request.gpu_count == 0:
         return None
-    releases: dict[str, list[tuple[float, int]]] = defaultdict(list)
-    for job in running:
-        if job.node and job.node in capacity.free and job.ends_at is not None:
-            node = capacity.nodes[job.node]
-            matching = sum(1 for d in node.devices if d.index in job.gpus and d.gpu_type in types)
-            if matching:
-                releases[job.node].append((job.ends_at, matching))
     best: _Reservation | None = None
-    for name, free_by_type in capacity.free.items():
+    candidates = {name for gpu_type in types for name in capacity.nodes_with.get(gpu_type, ())}
+    for name in sorted(candidates):
         if name in taken:
             continue
-        node = capacity.nodes[name]
-        if sum(1 for d in node.devices if d.gpu_type in types) < request.gpu_count:
-            continue
+        free_by_type = capacity.free[name]
         have = sum(len(indices) for gpu_type, indices in free_by_type.items() if gpu_type in types)
         when = 0.0
-        for ends_at, count in sorted(releases.get(name, ())):
-            if have >= request.gpu_count:
+        for ends_at, released in releases.get(name, ()):
+            if have >= request.gpu_count or (best is not None and ends_at >= best.starts_at):
                 break
-            have += count
+            have += sum(1 for gpu_type in released if gpu_type in types)
             when = ends_at
         if have >= request.gpu_count and (best is None or when < best.starts_at):
             best = _Reservation(request.job_id, name, when, request.gpu_type)
@@ -394,7 +438,7 @@ def decide(requests: Sequence[Request], snapshot: Snapshot, config: PolicyConfig
     config = config or PolicyConfig()
     capacity = _Capacity(snapshot.nodes, snapshot.running, config.pools)
     use: dict[str, _UserUse] = defaultdict(_UserUse)
-    device_types = {(n.name, d.index): d.gpu_type for n in snapshot.nodes for d in n.devices}
+    device_types = capacity.device_types
     for job in snapshot.running:
         held_type = device_types.get((job.node or "", job.gpus[0])) if job.gpus else job.pool
         use[job.user].add(job.gpu_count, held_type)
@@ -407,6 +451,18 @@ def decide(requests: Sequence[Request], snapshot: Snapshot, config: PolicyConfig
     # usable) will not find any later in the cycle: long queues of similar jobs cost one search per shape.
     no_room: set[tuple[object, ...]] = set()
     blocked_by: dict[tuple[object, ...], _Reservation | None] = {}
+    explained: dict[tuple[object, ...], str] = {}
+    releases: dict[str, list[tuple[float, list[str]]]] | None = None
+    by_start: list[_Reservation] = []  # reservations, soonest first
+    usable_maps: dict[int, dict[str, bool]] = {}
+
+    def usable_for(ends_at: float) -> tuple[int, dict[str, bool]]:
+        """Which reserved nodes a job ending at ``ends_at`` may use: those reserved from that time on.
+        Returned with how many reservations it must respect (the same for many jobs: cached)."""
+        blocked = bisect.bisect_left([r.starts_at for r in by_start], ends_at)
+        if blocked not in usable_maps:
+            usable_maps[blocked] = {r.node: index >= blocked for index, r in enumerate(by_start)}
+        return blocked, usable_maps[blocked]
 
     def wait(request: Request, reason: str) -> None:
         waiting.append(Waiting(request.job_id, len(waiting) + 1, reason))
@@ -417,13 +473,13 @@ def decide(requests: Sequence[Request], snapshot: Snapshot, config: PolicyConfig
             wait(request, problem)
             continue
         ends_at = snapshot.now + request.runtime_limit if request.runtime_limit else math.inf
-        usable = {name: ends_at <= r.starts_at for name, r in reserved_nodes.items()}
+        level, usable = usable_for(ends_at)
         shape = (
             request.gpu_type,
             request.gpu_count,
             request.cpu,
             request.quota.allowed_gpu_types,
-            tuple(usable.values()),
+            level,
             len(reserved_nodes),
         )
         placed = None if shape in no_room else capacity.find(request, usable=usable)
@@ -453,11 +509,19 @@ def decide(requests: Sequence[Request], snapshot: Snapshot, config: PolicyConfig
             wait(request, f"waiting behind {blocker.job_id}, which has a reservation on {blocker.node}")
             continue
         if len(reservations) < config.max_reservations:
-            reservation = _reserve(request, capacity, snapshot.running, set(reserved_nodes))
+            if releases is None:
+                releases = _releases(capacity, snapshot.running)
+            reservation = _reserve(request, capacity, releases, set(reserved_nodes))
             if reservation is not None:
                 reservations.append(reservation)
                 reserved_nodes[reservation.node] = reservation
-        wait(request, explain_wait(request, snapshot.nodes, capacity))
+                by_start.append(reservation)
+                by_start.sort(key=lambda r: r.starts_at)
+                usable_maps.clear()
+        key = (shape, capacity.version)
+        if key not in explained:
+            explained[key] = explain_wait(request, snapshot.nodes, capacity)
+        wait(request, explained[key])
     return Decision(tuple(admissions), tuple(waiting))
 
 
@@ -468,8 +532,7 @@ def _blocking_reservation(
     if not reserved:
         return None
     for name, reservation in reserved.items():
-        only_here = {other: other == name for other in capacity.free}
-        if capacity.find(request, usable=only_here) is not None:
+        if capacity.fits_on(request, name):
             return reservation
     return None
 
@@ -480,11 +543,9 @@ def explain_wait(request: Request, nodes: Sequence[Node], capacity: _Capacity) -
     if request.gpu_count:
         free_count, most, total = capacity.free_matching(request)
         offered = sum(
-            1
-            for node in nodes
-            if node.offers
-            for device in node.devices
-            if satisfies(device.gpu_type, request.gpu_type)
+            count
+            for gpu_type, count in capacity.offered_by_type.items()
+            if satisfies(gpu_type, request.gpu_type)
         )
         pool = next((p for p in capacity.pools.values() if satisfies(p.gpu_type, request.gpu_type)), None)
         if pool is not None and free_count < request.gpu_count:
@@ -504,7 +565,7 @@ def explain_wait(request: Request, nodes: Sequence[Node], capacity: _Capacity) -
                 f"needs {request.gpu_count} free {label}s on one node; {free_count} of {total} are free, "
                 f"at most {most} on one node"
             )
-    largest = max((node.cpu_cores for node in nodes if node.offers), default=0.0)
+    largest = capacity.largest_cpu
     if request.cpu > largest:
         return f"needs {request.cpu:g} CPU cores but the largest node has {largest:g}"
     spare = max(capacity.cpu.values(), default=0.0)

@@ -229,9 +229,9 @@ async def usage(
             key=t.key,
             jobs=t.jobs,
             gpu_seconds=round(t.gpu_seconds, 3),
-            gpu_hours=round(t.gpu_seconds / 3600, 4),
+            gpu_hours=round(t.gpu_seconds / 3600, 6),
             cpu_seconds=round(t.cpu_seconds, 3),
-            cost=round(t.cost, 4),
+            cost=round(t.cost, 6),
         )
         for t in totals
     ]
