@@ -84,3 +84,10 @@ def test_the_owner_is_never_taken_from_the_body(world) -> None:
     response = mallory.submit(**script("print(1)"), user="alice")
     assert response.status_code == 422
     assert response.json()["data"]["errors"][0]["field"] == "user"
+
+
+def test_groups_come_from_the_hub_when_the_token_cannot_read_them(world) -> None:
+    service = world.start(env={"GPUJOBS_ADMIN_GROUPS": "gpu-admins"})
+    token = world.hub.add_user("ops", groups=("gpu-admins",), expose_groups=False)
+    assert service.client(token).get("api/k8s/jobs", params={"user": "*"}).status_code == 200
+    assert "/hub/api/users/ops" in world.hub.requests  # asked with the service's own token

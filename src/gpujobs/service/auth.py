@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from jupyterhub.services.auth import check_scopes
@@ -107,7 +108,7 @@ class HubAuthenticator:
             return {}
         try:
             response = await self.client.get(
-                f"{self.settings.hub_api_url or ''}".rstrip("/") + f"/users/{name}",
+                f"{(self.settings.hub_api_url or '').rstrip('/')}/users/{quote(name, safe='')}",
                 headers={"Authorization": f"token {token.get_secret_value()}"},
             )
         except httpx.HTTPError:

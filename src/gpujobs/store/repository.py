@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -34,33 +35,23 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def to_record(row: JobRow) -> JobRecord:
-    return JobRecord(
-        seq=row.seq,
-        job_id=row.job_id,
-        user=row.user,
-        groups=tuple(row.groups or ()),
-        account_group=row.account_group,
-        timeout_seconds=row.timeout_seconds,
-        name=row.name,
-        status=JobStatus(row.status),
-        priority=row.priority,
-        gpu_required=row.gpu_required,
-        gpu_count=row.gpu_count,
-        gpu_type=row.gpu_type,
-        cpu_request=row.cpu_request,
-        spec=dict(row.spec),
-        created_at=row.created_at,
-        reason=row.reason,
-        message=row.message,
-        node=row.node,
-        gpus=tuple(row.gpus or ()),
-        exit_code=row.exit_code,
-        attempts=row.attempts,
-        admitted_at=row.admitted_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
+_RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(JobRecord))
+
+
+def record_from(values: Mapping[str, Any]) -> JobRecord:
+    """A record from column values (a row's, or those just inserted); absent columns take defaults."""
+    known = {name: values[name] for name in _RECORD_FIELDS if name in values}
+    known.update(
+        status=JobStatus(values["status"]),
+        groups=tuple(values.get("groups") or ()),
+        gpus=tuple(values.get("gpus") or ()),
+        spec=dict(values["spec"]),
     )
+    return JobRecord(**known)
+
+
+def to_record(row: JobRow) -> JobRecord:
+    return record_from({name: getattr(row, name) for name in _RECORD_FIELDS})
 
 
 def new_job_values(**values: Any) -> dict[str, Any]:
@@ -70,23 +61,7 @@ def new_job_values(**values: Any) -> dict[str, Any]:
 
 def record_of(seq: int, values: dict[str, Any]) -> JobRecord:
     """The record of a row just inserted with ``values`` (no read back)."""
-    return JobRecord(
-        seq=seq,
-        job_id=values["job_id"],
-        user=values["user"],
-        groups=tuple(values.get("groups") or ()),
-        account_group=values.get("account_group", "default"),
-        timeout_seconds=values.get("timeout_seconds"),
-        name=values["name"],
-        status=JobStatus(values["status"]),
-        priority=values["priority"],
-        gpu_required=values["gpu_required"],
-        gpu_count=values["gpu_count"],
-        gpu_type=values["gpu_type"],
-        cpu_request=values["cpu_request"],
-        spec=values["spec"],
-        created_at=values["created_at"],
-    )
+    return record_from({**values, "seq": seq})
 
 
 def add_job(session: Session, **values: Any) -> JobRecord:
