@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# The store is also tested against a real PostgreSQL server, started by the tests themselves.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "== installing PostgreSQL for the store's tests"
+    (apt-get update -qq && apt-get install -y -qq postgresql) >/dev/null 2>&1 || echo "   (PostgreSQL not installed: those tests will be skipped)"
+fi
 # The browser test drives Debian's chromium (never a downloaded browser build).
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "== installing Debian's chromium for the browser test"

@@ -26,11 +26,27 @@ def values(job_id: str, user: str = "alice") -> dict:
     )
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    db = Store(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path: Path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        _empty(url)
+    db = Store(url)
     yield db
     db.close()
+
+
+def _empty(url: str) -> None:
+    """Each test starts from an empty schema (the server lives for the whole session)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
 
 
 def test_migrations_create_the_schema_and_are_idempotent(tmp_path: Path) -> None:
