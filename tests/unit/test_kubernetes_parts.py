@@ -1,0 +1,243 @@
+"""The Kubernetes executor's pure parts: slugs, node inventory, placement, manifests (validated against
+the official schemas with kubernetes-validate, strict, for 1.31 and the newest version it ships)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from gpujobs.executors.kubernetes.manifests import (
+    JobTemplate,
+    job_manifest,
+    owned_by,
+    placement_for,
+    script_configmap,
+)
+from gpujobs.executors.kubernetes.nodes import kube_node, pod_gpu_request
+from gpujobs.executors.kubernetes.slugs import job_name, safe_slug
+from gpujobs.gputypes import satisfies
+from gpujobs.store.repository import new_job_values, record_of
+
+VERSIONS = ["1.31.0", kubernetes_validate.latest_version()]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def validate(obj: dict[str, Any]) -> None:
+    for version in VERSIONS:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def job(**spec: Any):
+    spec = {"name": "train", "script": "print(1)", **spec}
+    gpus = spec.get("gpu_count", 0)
+    values = new_job_values(
+        job_id="0123456789abcdef",
+        user="Alice@Example.org",
+        groups=[],
+        name=spec["name"],
+        priority="normal",
+        gpu_required=bool(gpus),
+        gpu_count=gpus,
+        gpu_type=spec.get("gpu_type", "any"),
+        cpu_request=0.0,
+        spec=spec,
+        created_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        timeout_seconds=spec.get("timeout_seconds"),
+    )
+    return record_of(1, values)
+
+
+def gfd_node(
+    name: str = "gpu-1", *, gpus: int = 8, product: str = "NVIDIA-A100-SXM4-80GB", **extra: Any
+) -> dict:
+    node = {
+        "metadata": {
+            "name": name,
+            "labels": {"nvidia.com/gpu.product": product, "nvidia.com/gpu.memory": "81920"},
+        },
+        "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
+        "status": {
+            "capacity": {"nvidia.com/gpu": str(gpus + 1), "cpu": "96"},
+            "allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "95500m"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+    for key, value in extra.items():
+        node["spec" if key == "unschedulable" else "status"][key] = value
+    return node
+
+
+def pod(gpus: int, *, phase: str = "Running", init: int = 0, ours: bool = False) -> dict:
+    labels = {"app.kubernetes.io/managed-by": "gpujobs"} if ours else {}
+    spec: dict[str, Any] = {"containers": [{"resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]}
+    if init:
+        spec["initContainers"] = [{"resources": {"limits": {"nvidia.com/gpu": str(init)}}}]
+    return {"metadata": {"labels": labels}, "spec": spec, "status": {"phase": phase}}
+
+
+def is_ours(p: dict) -> bool:
+    return p["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == "gpujobs"
+
+
+# --- slugs -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "slug"),
+    [
+        ("alice", "alice"),
+        ("bob-2", "bob-2"),
+        ("Alice@Example.org", "alice-example-org-cfd44c4f"),
+        ("---", "x-cb3f91d5"),
+    ],
+)
+def test_slugs(raw: str, slug: str) -> None:
+    assert safe_slug(raw) == slug
+
+
+def test_slugs_are_short_and_distinct() -> None:
+    assert len(safe_slug("a" * 200)) <= 63
+    assert safe_slug("Bob") != safe_slug("bob")
+    assert job_name("0123456789abcdef") == "gpujob-0123456789abcdef"
+
+
+# --- inventory -------------------------------------------------------------------------------------------
+
+
+def test_gpus_come_from_allocatable_and_the_type_from_labels() -> None:
+    inventory = kube_node(gfd_node(), [pod(2), pod(1, ours=True), pod(4, phase="Succeeded")], is_ours=is_ours)
+    assert len(inventory.node.devices) == 8  # allocatable, not capacity (9)
+    assert {d.gpu_type for d in inventory.node.devices} == {"a100-80gb"}
+    assert (
+        inventory.gpus_used_by_others == 2
+    )  # the notebook's 2; ours are in the store; finished pods hold none
+    assert inventory.type_label == "nvidia.com/gpu.product"
+    assert inventory.node.cpu_cores == 95.5
+    assert inventory.node.taints == ("nvidia.com/gpu:NoSchedule",)
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}, "t4"),
+        ({"k8s.amazonaws.com/accelerator": "nvidia-tesla-v100"}, "v100"),
+        ({"accelerator": "tesla-v100"}, "v100"),
+        ({"nvidia.com/gpu.product": "Tesla-V100-SXM2-16GB"}, "v100-16gb"),
+    ],
+)
+def test_the_labels_clusters_really_carry(labels: dict[str, str], expected: str) -> None:
+    node = gfd_node()
+    node["metadata"]["labels"] = labels
+    assert {d.gpu_type for d in kube_node(node).node.devices} == {expected}
+
+
+def test_init_containers_count_as_kube_scheduler_counts_them() -> None:
+    assert pod_gpu_request(pod(1, init=3), "nvidia.com/gpu") == 3
+    assert pod_gpu_request(pod(2, init=1), "nvidia.com/gpu") == 2
+
+
+def test_mig_slices_amd_and_unusable_nodes() -> None:
+    node = gfd_node(gpus=0)
+    node["status"]["allocatable"].update({"nvidia.com/mig-1g.10gb": "7"})
+    assert {d.gpu_type for d in kube_node(node).node.devices} == {"a100-mig-1g.10gb"}
+    amd = {
+        "metadata": {"name": "mi", "labels": {"accelerator": "AMD-Instinct-MI300X"}},
+        "status": {"allocatable": {"amd.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    assert {d.gpu_type for d in kube_node(amd).node.devices} == {"mi300x"}
+    cordoned = kube_node(gfd_node(unschedulable=True))
+    not_ready = kube_node(gfd_node(conditions=[{"type": "Ready", "status": "False"}]))
+    assert not cordoned.node.offers and not not_ready.node.offers
+
+
+# --- placement and manifests -----------------------------------------------------------------------------
+
+
+def test_placement_selects_by_the_label_the_node_set_uses_and_tolerates_its_taints() -> None:
+    nodes = [
+        kube_node(gfd_node("a1")),
+        kube_node(gfd_node("a2")),
+        kube_node(gfd_node("t1", gpus=4, product="Tesla-T4")),
+    ]
+    placement = placement_for("a100", nodes, satisfies=satisfies)
+    assert placement.node_selector == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert placement.tolerations == ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+    assert placement_for("any", nodes, satisfies=satisfies).node_selector == {}
+
+
+def test_the_job_manifest() -> None:
+    template = JobTemplate(namespace="gpujobs", shared_claim="shared-data")
+    record = job(
+        gpu_count=2,
+        gpu_type="a100",
+        cpu_limit="4",
+        memory_limit="8Gi",
+        retries=2,
+        timeout_seconds=3600,
+        requirements=["numpy>=1.26"],
+        environment={"MY_VAR": "1"},
+        args=["--lr", "0.1"],
+    )
+    nodes = [kube_node(gfd_node())]
+    manifest = job_manifest(record, template, placement_for("a100", nodes, satisfies=satisfies))
+    validate(manifest)
+    meta, spec = manifest["metadata"], manifest["spec"]
+    assert meta["name"] == "gpujob-0123456789abcdef"
+    assert meta["labels"]["gpujobs.io/user"] == "alice-example-org-cfd44c4f"
+    assert meta["annotations"]["gpujobs.io/user"] == "Alice@Example.org"
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (2, 3600)
+    assert spec["podFailurePolicy"]["rules"][0]["onPodConditions"] == [
+        {"type": "DisruptionTarget", "status": "True"}
+    ]
+    pod_spec = spec["template"]["spec"]
+    assert pod_spec["automountServiceAccountToken"] is False
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    assert pod_spec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    (container,) = pod_spec["containers"]
+    assert container["command"] == ["python", "/gpujobs/script/script.py", "--lr", "0.1"]
+    assert container["resources"]["limits"] == {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "2"}
+    assert container["resources"]["requests"] == container["resources"]["limits"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MY_VAR"] == "1" and env["PYTHONPATH"] == "/gpujobs/deps" and env["OMP_NUM_THREADS"] == "4"
+    assert not any(name.endswith("_VISIBLE_DEVICES") for name in env)
+    (init,) = pod_spec["initContainers"]
+    assert init["command"][-1] == "numpy>=1.26" and "--target" in init["command"]
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod_spec["volumes"]}
+    assert claims["home"] == "claim-alice-example-org-cfd44c4f" and claims["shared"] == "shared-data"
+
+
+def test_a_script_file_job_and_a_cpu_job() -> None:
+    template = JobTemplate(namespace="gpujobs", home_claim_template=None)
+    record = job(script=None, script_path="/shared/examples/ml_training_example.py")
+    manifest = job_manifest(record, template)
+    validate(manifest)
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "/shared/examples/ml_training_example.py"]
+    assert container["image"] == "gpujobs-runtime:cpu" and "resources" not in container
+    assert script_configmap(record, template) is None
+
+
+def test_the_script_configmap_is_owned_by_the_job() -> None:
+    template = JobTemplate(namespace="gpujobs")
+    configmap = script_configmap(job(script="print('hi')"), template)
+    assert configmap is not None and configmap["data"] == {"script.py": "print('hi')"}
+    validate(configmap)
+    owned = owned_by(configmap, {"metadata": {"name": "gpujob-0123456789abcdef", "uid": "u-1"}})
+    validate(owned)
+    assert owned["metadata"]["ownerReferences"][0]["kind"] == "Job"
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "deploy" / "kubernetes").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_the_deployment_manifests_are_valid(path: Path) -> None:
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert documents
+    for document in documents:
+        validate(document)
