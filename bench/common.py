@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,71 +13,45 @@ from typing import Any
 import httpx
 
 from gpujobs.testing.fakehub import FakeHub
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from gpujobs.testing.processes import ServiceProcess, wait_for
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait for a server that is not gpujobs (the baseline app) to answer ``url``."""
+
+    def healthy() -> bool:
         if process.poll() is not None:
             raise SystemExit(f"server exited early ({process.returncode})")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
+            return httpx.get(url, timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"server at {url} did not become healthy")
+            return False
+
+    wait_for(healthy, timeout=timeout, what=url)
 
 
 class Service:
-    """``gpujobs serve`` with a fake hub, as the tests run it."""
+    """``gpujobs serve`` with a fake hub and one user, as the tests run it."""
 
     def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.hub = FakeHub()
         self.token = self.hub.add_user("bench")
         (root / "home" / "bench").mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
         full_env = {
-            **os.environ,
             "JUPYTERHUB_API_URL": self.hub.api_url,
             "GPUJOBS_HOME_TEMPLATE": str(root / "home" / "{username}"),
             "GPUJOBS_NVML": "false",
             "GPUJOBS_LOG_LEVEL": "warning",
             **(env or {}),
         }
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gpujobs.cli",
-                "serve",
-                "--data-dir",
-                str(root / "data"),
-                "--port",
-                str(self.port),
-                *args,
-            ],
-            env=full_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_healthy(self.url + "healthz", self.process)
+        self.process = ServiceProcess(root / "data", full_env, list(args)).start()
+        self.url = self.process.url
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self.token}"}
 
     def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
+        self.process.stop()
         self.hub.close()
 
 

@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 import httpx
-from common import Service, drive, free_port, percentile, wait_healthy
+from common import Service, drive, percentile, wait_healthy
+
+from gpujobs.testing.processes import free_port
 
 SPEC = {"name": "bench", "script": "print('hi')", "gpu_count": 0}
 
