@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     hub.add_argument("--executor", choices=["local"], default=None)
     hub.add_argument("--simulate-gpus", default=None, metavar="SPEC", help="e.g. a100-80gb:2,t4:1")
 
+    fake = commands.add_parser(
+        "fake-cluster", help="run a simulated Kubernetes GPU cluster (for trying and testing)"
+    )
+    fake.add_argument("--nodes", default="a100-80gb:8x2,t4:1x4,cpu:0x1", help="TYPE:GPUSxNODES,... ")
+    fake.add_argument("--port", type=int, default=6443)
+    fake.add_argument("--kubeconfig", default=None, help="write a kubeconfig for it to this file")
+    fake.add_argument("--work-dir", default=None, help="where pods' files and logs go")
+
     submit = commands.add_parser("submit", help="submit a script as a job")
     submit.add_argument("script", help="path of the Python script; its own arguments go after --")
     submit.add_argument("--name")
@@ -100,6 +108,32 @@ def _serve(options: argparse.Namespace) -> int:
         port=options.port,
         log_level=options.log_level,
     )
+
+
+def _fake_cluster(options: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .testing.fakekube.nodes import SpecError, parse_spec
+    from .testing.fakekube.server import FakeCluster
+
+    try:
+        parse_spec(options.nodes)
+    except SpecError as exc:
+        print(f"gpujobs: --nodes: {exc}", file=sys.stderr)
+        return EXIT_API_ERROR
+    cluster = FakeCluster(
+        options.nodes, port=options.port, work_dir=Path(options.work_dir) if options.work_dir else None
+    )
+    if options.kubeconfig:
+        cluster.write_kubeconfig(Path(options.kubeconfig))
+        print(f"gpujobs: kubeconfig written to {options.kubeconfig}")
+    print(
+        f"gpujobs: simulated cluster ({options.nodes}) on {cluster.url}; pods run as local processes "
+        f"(files in {cluster.work_dir})",
+        flush=True,
+    )
+    cluster.run_forever()
+    return 0
 
 
 def _print_job(view: dict[str, Any]) -> None:
@@ -221,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if options.command == "serve":
             return _serve(options)
+        if options.command == "fake-cluster":
+            return _fake_cluster(options)
         if options.command == "hub":
             from .hub.launcher import run_hub
 
