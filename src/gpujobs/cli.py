@@ -24,7 +24,10 @@ EXIT_JOB_FAILED = 1
 
 def _serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of options (also GPUJOBS_CONFIG)")
-    parser.add_argument("--executor", choices=["local"], default=None, help="where jobs run (default: local)")
+    parser.add_argument(
+        "--executor", choices=["local", "kubernetes"], default=None, help="where jobs run (default: local)"
+    )
+    parser.add_argument("--kubeconfig", default=None, help="for --executor kubernetes (default: in-cluster)")
     parser.add_argument("--data-dir", default=None, help="database, job folders and logs")
     parser.add_argument(
         "--simulate-gpus", default=None, metavar="SPEC", help="add simulated GPUs, e.g. a100-80gb:2,t4:1"
@@ -107,6 +110,7 @@ def _serve(options: argparse.Namespace) -> int:
         host=options.host,
         port=options.port,
         log_level=options.log_level,
+        kubeconfig=options.kubeconfig,
     )
 
 

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GPUJOBS_", extra="forbid", populate_by_name=True)
 
-    executor: Literal["local"] = "local"
+    executor: Literal["local", "kubernetes"] = "local"
     data_dir: Path = Field(default_factory=_default_data_dir)
     database_url: str | None = Field(None, description="SQLAlchemy URL; SQLite in data_dir by default.")
     host: str = "127.0.0.1"
@@ -84,6 +84,17 @@ class Settings(BaseSettings):
     gpu_hour_costs: dict[str, float] = Field(
         default_factory=dict, description="Cost of one GPU-hour per type or family ('default' for the rest)."
     )
+
+    # Kubernetes executor.
+    kubeconfig: str | None = Field(None, description="Kubeconfig file; in-cluster config when unset.")
+    kube_namespace: str = Field("gpujobs", description="Namespace where job pods run.")
+    kube_image_cpu: str = "gpujobs-runtime:cpu"
+    kube_image_gpu: str = "gpujobs-runtime:gpu"
+    kube_run_as_user: int = 1000
+    kube_home_claim_template: str | None = Field(
+        "claim-{username}", description="Users' home PVC (Zero to JupyterHub's naming); empty for none."
+    )
+    kube_shared_claim: str | None = Field(None, description="A PVC mounted at /shared in every job.")
 
     auth_cache_seconds: float = 60.0
     admission_paused: bool = Field(False, description="Accept jobs but admit none (maintenance, benchmarks).")

@@ -20,8 +20,13 @@ def build_gpu_status(
     queued_demand: Mapping[str, int],
     *,
     include_nodes: bool = True,
+    external: Mapping[str, Sequence[str]] | None = None,
 ) -> GpuStatus:
+    """``external``: per node, device slots held by workloads that are not gpujobs jobs."""
     held = holders(active_jobs)
+    for node_name, indices in (external or {}).items():
+        for index in indices:
+            held[(node_name, index)] = "other-workloads"
     per_type: dict[str, list[int]] = {}  # type → [total, available, used]
     nodes = []
     for node in inventory.nodes:

@@ -73,6 +73,10 @@ class Executor(abc.ABC):
     def __init__(self, on_event: EventSink) -> None:
         self._emit = on_event
 
+    def external_holds(self) -> dict[str, int]:
+        """GPUs per node held by workloads that are not gpujobs jobs (none on the local executor)."""
+        return {}
+
     @abc.abstractmethod
     async def start(self) -> None: ...
 

@@ -14,13 +14,14 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 
 from ..config import Settings
 from ..errors import IllegalTransition
 from ..executors.base import Executor, LaunchError
 from ..gputypes import normalise_gpu_type
+from ..inventory import Inventory
 from ..models import JobStatus
 from ..quotas import policy_quota, resolve
 from ..store import JobRecord, Store
@@ -48,6 +49,33 @@ def running_of(job: JobRecord) -> Running:
         ends_at=ends_at,
         pool=None if job.node else job.gpu_type,
     )
+
+
+def external_devices(
+    inventory: Inventory, active: Sequence[JobRecord], holds: Mapping[str, int]
+) -> dict[str, list[str]]:
+    """Which device slots to count as held by other workloads: per node, that many of the slots our
+    own jobs do not hold, from the highest index down (Kubernetes does not say which physical GPUs)."""
+    ours: dict[str, set[str]] = defaultdict(set)
+    for job in active:
+        if job.node:
+            ours[job.node].update(job.gpus)
+    held: dict[str, list[str]] = {}
+    for node in inventory.nodes:
+        count = holds.get(node.name, 0)
+        if count:
+            free = [d.index for d in node.devices if d.index not in ours[node.name]]
+            held[node.name] = free[::-1][:count]
+    return held
+
+
+def external_running(
+    inventory: Inventory, active: Sequence[JobRecord], holds: Mapping[str, int]
+) -> list[Running]:
+    return [
+        Running(job_id=f"other-workloads@{node}", user="", node=node, gpus=tuple(gpus), gpu_count=len(gpus))
+        for node, gpus in external_devices(inventory, active, holds).items()
+    ]
 
 
 class RequestBuilder:
@@ -152,12 +180,11 @@ class SchedulerLoop:
                 used = job.gpu_count * max(0.0, now - job.started_at.timestamp())
                 users[job.user] = users.get(job.user, 0.0) + used
                 groups[job.account_group] = groups.get(job.account_group, 0.0) + used
+        inventory = self.executor.inventory()
+        running = [running_of(job) for job in active]
+        running += external_running(inventory, active, self.executor.external_holds())
         return Snapshot(
-            nodes=self.executor.inventory().nodes,
-            running=tuple(running_of(job) for job in active),
-            user_usage=users,
-            group_usage=groups,
-            now=now,
+            nodes=inventory.nodes, running=tuple(running), user_usage=users, group_usage=groups, now=now
         )
 
     async def cycle(self) -> Decision:

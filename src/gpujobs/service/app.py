@@ -33,6 +33,10 @@ ExecutorFactory = Callable[[Settings, EventSink], Executor]
 
 
 def default_executor(settings: Settings, on_event: EventSink) -> Executor:
+    if settings.executor == "kubernetes":
+        from ..executors.kubernetes.executor import KubernetesExecutor
+
+        return KubernetesExecutor(settings, on_event)
     from ..executors.local import LocalExecutor
 
     return LocalExecutor(settings, on_event)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 from ..errors import Forbidden, InvalidSpec
 from ..gpustatus import build_gpu_status, holders
 from ..models import Envelope, GpuStatus, JobList, JobLogs, JobSpec, JobStatus, JobView
+from ..scheduler.loop import external_devices
 from ..store import repository as repo
 from .auth import HubUser, token_from_header
 from .responses import envelope, failure
@@ -68,8 +69,10 @@ async def gpu_status(
 ) -> Response:
     """GPUs in all, per type (with the demand of queued jobs) and per node/device."""
     active = await rt.store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
+    inventory = rt.executor.inventory()
+    external = external_devices(inventory, active, rt.executor.external_holds())
     status = build_gpu_status(
-        rt.executor.inventory(), active, rt.scheduler.queued_demand, include_nodes=nodes
+        inventory, active, rt.scheduler.queued_demand, include_nodes=nodes, external=external
     )
     return envelope(status, f"{status.available_gpus} of {status.total_gpus} GPUs available")
 

@@ -404,12 +404,15 @@ class Simulator:
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         self.sandbox(pod).mkdir(parents=True, exist_ok=True)
         main = pod["spec"]["containers"][0]
-        if "does-not-exist" in main.get("image", ""):
+        image = main.get("image", "")
+        if "does-not-exist" in image:
             pod["status"]["containerStatuses"] = [
                 {
                     "name": main["name"],
                     "ready": False,
                     "restartCount": 0,
+                    "image": image,
+                    "imageID": "",
                     "state": {
                         "waiting": {
                             "reason": "ImagePullBackOff",
@@ -437,6 +440,8 @@ class Simulator:
                     "name": main["name"],
                     "ready": True,
                     "restartCount": 0,
+                    "image": image,
+                    "imageID": "",
                     "state": {"running": {"startedAt": started}},
                 }
             ],
@@ -461,12 +466,15 @@ class Simulator:
         pod = self.store.get("Pod", namespace, name)
         if pod is None or pod["status"].get("phase") in TERMINAL:
             return
+        image = next((c.get("image", "") for c in pod["spec"]["containers"] if c["name"] == container), "")
         pod["status"]["phase"] = phase
         pod["status"]["containerStatuses"] = [
             {
                 "name": container,
                 "ready": False,
                 "restartCount": 0,
+                "image": image,
+                "imageID": "",
                 "state": {
                     "terminated": {
                         "exitCode": exit_code,
@@ -492,11 +500,12 @@ class Simulator:
                     os.killpg(process.pid, signal.SIGKILL)
 
     async def stop(self) -> None:
-        for task in self.tasks.values():
-            task.cancel()
         for process in list(self.processes.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
 
 def _put_condition(obj: dict[str, Any], kind: str, status: str, reason: str | None, message: str) -> bool:

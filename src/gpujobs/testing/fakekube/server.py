@@ -68,7 +68,14 @@ class FakeCluster:
         self.simulator = Simulator(self.store, work_dir=self.work_dir, claims=self._claims)
         app = build_app(self.store, self.simulator, self.faults)
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                lifespan="off",
+                timeout_graceful_shutdown=1,
+            )
         )
         controller = asyncio.create_task(self.simulator.run())
         try:
