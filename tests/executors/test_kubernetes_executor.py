@@ -112,3 +112,64 @@ def test_gpus_held_by_other_pods_count(alice: Api, cluster: FakeCluster) -> None
         alice.http.post(f"api/k8s/job/{job['job_id']}/cancel")
     finally:
         httpx.delete(f"{cluster.url}/api/v1/namespaces/default/pods/jupyter-bob")
+
+
+def test_a_restart_reattaches_to_running_jobs(alice: Api, module_world, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    job = alice.submit_ok(
+        **script(
+            f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.05)\n"
+            "print('survived')\n"
+        )
+    )
+    alice.wait_status(job["job_id"], "running")
+    (service,) = [s for s in module_world.services if s.process and s.process.poll() is None]
+    service.kill_hard()
+    restarted = module_world.start(*service.args, data_dir=service.data_dir)
+    again = Api(restarted.client(module_world.hub.add_user("alice")))
+    assert again.status(job["job_id"])["status"] == "running"
+    release.touch()
+    assert again.wait_status(job["job_id"], "completed")["exit_code"] == 0
+    assert again.logs(job["job_id"]) == "survived\n"
+
+
+def test_rbac_allows_exactly_what_the_executor_does(cluster: FakeCluster) -> None:
+    """Every call the service made in these tests is allowed by deploy/kubernetes/rbac.yaml, and every
+    rule there is used."""
+    import yaml
+
+    rbac = [
+        d
+        for d in yaml.safe_load_all(
+            (Path(__file__).resolve().parents[2] / "deploy/kubernetes/rbac.yaml").read_text()
+        )
+        if d
+    ]
+    allowed: set[tuple[str, str, bool]] = set()  # (resource, verb, cluster-wide)
+    for document in rbac:
+        if document["kind"] in ("ClusterRole", "Role"):
+            for rule in document["rules"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        allowed.add((resource, verb, document["kind"] == "ClusterRole"))
+    used: set[tuple[str, str, bool]] = set()
+    for method, path, query in cluster.faults.requests:
+        parts = [p for p in path.split("/") if p]
+        if not parts or parts[0] not in ("api", "apis") or "/namespaces/default/" in path:
+            continue  # not the service's (the tests' own pod lives in "default")
+        rest = parts[2:] if parts[0] == "api" else parts[3:]
+        cluster_wide = rest[0] != "namespaces" or len(rest) < 3
+        if not cluster_wide:
+            rest = rest[2:]
+        resource = rest[0] + ("/" + rest[2] if len(rest) > 2 else "")
+        named = len(rest) > 1
+        verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch"}.get(method) or (
+            "watch" if "watch=" in query else "get" if named else "list"
+        )
+        used.add((resource, verb, cluster_wide))
+    service_calls = used
+    for resource, verb, cluster_wide in service_calls:
+        assert (resource, verb, True) in allowed or (
+            not cluster_wide and (resource, verb, False) in allowed
+        ), f"{verb} {resource} ({'cluster' if cluster_wide else 'namespace'}) is not granted"
+    assert {(r, v) for r, v, _ in allowed} == {(r, v) for r, v, _ in service_calls}  # nothing unused

@@ -36,7 +36,7 @@ class Faults:
     errors: int = 0  # the next N requests answer 500
     delay_seconds: float = 0.0
     drop_watches: bool = False
-    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request
+    requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, query) of each request
 
 
 def status(code: int, reason: str, message: str) -> JSONResponse:
@@ -77,7 +77,7 @@ def _matches(obj: dict[str, Any], label_selector: str | None, field_selector: st
 
 def build_app(store: Store, simulator: Simulator, faults: Faults) -> Starlette:
     async def handle(request: Request) -> Response:
-        faults.requests.append((request.method, request.url.path))
+        faults.requests.append((request.method, request.url.path, request.url.query))
         if faults.delay_seconds:
             await asyncio.sleep(faults.delay_seconds)
         if faults.errors > 0:
