@@ -36,7 +36,8 @@ class Faults:
     errors: int = 0  # the next N requests answer 500
     delay_seconds: float = 0.0
     drop_watches: bool = False
-    requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, query) of each request
+    # (method, path, query) of every request, for tests that check what clients did
+    requests: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def status(code: int, reason: str, message: str) -> JSONResponse:
