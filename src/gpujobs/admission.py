@@ -32,6 +32,14 @@ def resolve_user_path(raw: str, *, field: str, settings: Settings, username: str
         raise InvalidSpec(f"{field} must not contain '..'", field=field)
     if not candidate.is_absolute():
         candidate = settings.home_of(username) / candidate
+    if settings.executor != "local":
+        # The file lives on the user's volume in the cluster, which this service does not mount: the
+        # path is checked as written ('..' is refused above) and the job's pod finds the file or fails.
+        roots = [settings.home_of(username), *(Path(root) for root in settings.shared_roots)]
+        if not any(candidate == root or root in candidate.parents for root in roots):
+            where = ", ".join(str(root) for root in roots)
+            raise InvalidSpec(f"{field} {raw!r} is outside your allowed folders ({where})", field=field)
+        return str(candidate)
     real = Path(os.path.realpath(candidate))
     roots = allowed_roots(settings, username)
     if not any(real == root or root in real.parents for root in roots):

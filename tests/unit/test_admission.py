@@ -114,3 +114,21 @@ def test_images_must_be_allowed(settings: Settings) -> None:
 def test_oversized_inline_script(settings: Settings) -> None:
     with pytest.raises(PayloadTooLarge):
         check(settings, script="#" * (settings.max_inline_script_bytes + 1))
+
+
+def test_on_kubernetes_paths_are_checked_as_written(settings: Settings) -> None:
+    kube = settings.model_copy(update={"executor": "kubernetes", "home_template": "/home/{username}"})
+    spec = check_spec(
+        JobSpec.model_validate({"script_path": "train.py"}),
+        settings=kube,
+        username="alice",
+        inventory=INVENTORY,
+    )
+    assert spec.script_path == "/home/alice/train.py"  # the user's volume, as the pod mounts it
+    with pytest.raises(InvalidSpec, match="outside your allowed folders"):
+        check_spec(
+            JobSpec.model_validate({"script_path": "/etc/passwd"}),
+            settings=kube,
+            username="alice",
+            inventory=INVENTORY,
+        )
