@@ -26,7 +26,10 @@ def cluster(tmp_path_factory) -> FakeCluster:
 @pytest.fixture(scope="module")
 def alice(cluster: FakeCluster, module_world, tmp_path_factory) -> Api:
     kubeconfig = cluster.write_kubeconfig(tmp_path_factory.mktemp("kc") / "config", namespace="gpujobs")
-    service = module_world.start("--executor", "kubernetes", "--kubeconfig", str(kubeconfig))
+    images = "gpujobs-runtime:cpu,gpujobs-runtime:gpu,registry.example/does-not-exist:1"
+    service = module_world.start(
+        "--executor", "kubernetes", "--kubeconfig", str(kubeconfig), env={"GPUJOBS_ALLOWED_IMAGES": images}
+    )
     return Api(service.client(module_world.hub.add_user("alice")))
 
 
@@ -114,7 +117,25 @@ def test_gpus_held_by_other_pods_count(alice: Api, cluster: FakeCluster) -> None
         httpx.delete(f"{cluster.url}/api/v1/namespaces/default/pods/jupyter-bob")
 
 
+def test_a_job_the_cluster_cannot_place_says_why_and_an_unpullable_image_fails(alice: Api) -> None:
+    # gpujobs does not schedule memory, the cluster does: its scheduler's words reach the user.
+    job = alice.submit_ok(**script("print(1)", memory_limit="512Gi"))
+    waiting = wait_for(
+        lambda: (v := alice.status(job["job_id"]))["message"] and "cluster" in v["message"] and v,
+        what="the cluster's reason",
+    )
+    assert waiting["status"] == "pending"
+    assert "Insufficient memory" in waiting["message"] and waiting["message"].startswith(
+        "waiting in the cluster: 0/"
+    )
+    alice.http.post(f"api/k8s/job/{job['job_id']}/cancel")
+    unpullable = alice.submit_ok(**script("print(1)", image="registry.example/does-not-exist:1"))
+    failed = alice.wait_status(unpullable["job_id"], "failed")
+    assert failed["reason"] == "ImagePullBackOff" and "does-not-exist" in failed["message"]
+
+
 def test_a_restart_reattaches_to_running_jobs(alice: Api, module_world, tmp_path: Path) -> None:
+    # Last of the tests that use ``alice``: it replaces the service she talks to.
     release = tmp_path / "release"
     job = alice.submit_ok(
         **script(

@@ -29,6 +29,9 @@ Life of an executor, called by the service in this order:
 ``stop()``
     Stop watching.  Jobs keep running: a restarted service re-attaches to them.
 
+An event with status ``pending`` for a job that is pending changes no state: it updates the job's
+``message`` (why the cluster has not started it yet).
+
 Events carry: status, reason (``NonZeroExit``, ``OOMKilled``, ``Timeout``, ``Cancelled``, ``Lost``,
 ``RequirementsFailed``, ...), a message for people, exit code and attempt count.
 """

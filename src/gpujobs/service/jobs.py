@@ -193,6 +193,13 @@ class JobService:
 
     async def apply_event(self, event: JobEvent) -> None:
         """Record what an executor reports, through the transition guard."""
+        if event.status is JobStatus.PENDING:  # news about a job still waiting in the cluster
+            await self.store.write(
+                lambda s: repo.update_fields(
+                    s, event.job_id, while_status=JobStatus.PENDING, message=event.message
+                )
+            )
+            return
         fields: dict[str, object] = {}
         if event.attempts is not None:
             fields["attempts"] = event.attempts

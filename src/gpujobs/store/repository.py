@@ -247,6 +247,8 @@ def recent_usage(session: Session, since: datetime) -> list[tuple[str, str, floa
     return [(u, g, float(s), f) for u, g, s, f in session.execute(query)]
 
 
-def update_fields(session: Session, job_id: str, **fields: Any) -> None:
-    """Change fields that are not the state (attempt counts, say)."""
-    session.execute(update(JobRow).where(JobRow.job_id == job_id).values(**fields))
+def update_fields(session: Session, job_id: str, *, while_status: JobStatus, **fields: Any) -> bool:
+    """Change fields that are not the state (a waiting job's message, say), only while the job is still
+    in ``while_status``: news that arrives late changes nothing."""
+    query = update(JobRow).where(JobRow.job_id == job_id, JobRow.status == while_status.value)
+    return bool(session.execute(query.values(**fields)).rowcount)  # type: ignore[attr-defined]

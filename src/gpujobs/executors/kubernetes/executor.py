@@ -78,6 +78,7 @@ class KubernetesExecutor(Executor):
         self._tasks: list[asyncio.Task[None]] = []
         self._watched: dict[str, JobStatus] = {}  # our job id → last state reported
         self._followers: dict[str, asyncio.Task[None]] = {}
+        self._messages: dict[str, str] = {}  # the last waiting message reported per job
 
     # --- inventory ------------------------------------------------------------------------------
 
@@ -243,6 +244,8 @@ class KubernetesExecutor(Executor):
         if state is JobStatus.PENDING and running:
             self._watched[job_id] = JobStatus.RUNNING
             await self._emit(JobEvent(job_id, JobStatus.RUNNING, attempts=len(pods)))
+        elif state is JobStatus.PENDING:
+            await self._report_waiting(job_id, pods)
         for pod in pods:
             for status in pod.get("status", {}).get("containerStatuses", []) or []:
                 waiting = (status.get("state") or {}).get("waiting") or {}
@@ -268,6 +271,17 @@ class KubernetesExecutor(Executor):
             reason, message, code = self._failure(conditions["Failed"], pods)
             await self._end(job_id, JobStatus.FAILED, reason, message, code, len(pods))
 
+    async def _report_waiting(self, job_id: str, pods: Sequence[dict[str, Any]]) -> None:
+        """Tell the user why the cluster has not started the pod yet (the scheduler's own words)."""
+        for pod in pods:
+            for condition in pod.get("status", {}).get("conditions", []) or []:
+                if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                    message = f"waiting in the cluster: {condition.get('message') or condition.get('reason')}"
+                    if self._messages.get(job_id) != message:
+                        self._messages[job_id] = message
+                        await self._emit(JobEvent(job_id, JobStatus.PENDING, message=message))
+                    return
+
     @staticmethod
     def _failure(condition: dict[str, Any], pods: Sequence[dict[str, Any]]) -> tuple[str, str, int | None]:
         if condition.get("reason") == "DeadlineExceeded":
@@ -292,6 +306,7 @@ class KubernetesExecutor(Executor):
         attempts: int,
     ) -> None:
         self._watched.pop(job_id, None)
+        self._messages.pop(job_id, None)
         follower = self._followers.pop(job_id, None)
         if follower is not None:
             follower.cancel()
