@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .client.client import TERMINAL, ApiError, Client, describe
-from .client.tables import short_time, table
+from .client.tables import jobs_listing, table
 
 EXIT_API_ERROR = 2
 EXIT_JOB_FAILED = 1
@@ -162,22 +162,6 @@ def _print_job(view: dict[str, Any]) -> None:
             print(f"{key.ljust(width)}  {value}")
 
 
-def job_row(view: dict[str, Any]) -> tuple[str, ...]:
-    """One line of ``gpujobs list``: what a person scans for (state, place in the queue, why)."""
-    position = f" #{view['queue_position']}" if view.get("queue_position") else ""
-    gpus = f"{view['gpu_count']}x{view['gpu_type']}" if view["gpu_count"] else "-"
-    why = view.get("reason") or view.get("message") or ""
-    return (
-        view["job_id"],
-        view["name"][:24],
-        view["user"],
-        view["status"] + position,
-        gpus,
-        short_time(view.get("created_at")),
-        why[:60],
-    )
-
-
 def _follow(client: Client, job_id: str) -> int:
     job = client.job(job_id)
     for line in job.logs(follow=True):
@@ -233,8 +217,7 @@ def _user_command(options: argparse.Namespace) -> int:
         return 0
     if command == "list":
         jobs = client.jobs(user=options.user, status=options.status, limit=options.limit)
-        rows = [job_row(job.view) for job in jobs]
-        print(table(["JOB", "NAME", "USER", "STATUS", "GPUS", "CREATED", "WHY"], rows) if rows else "no jobs")
+        print(jobs_listing([job.view for job in jobs]))
         return 0
     if command == "gpus":
         status = client.gpu_status()

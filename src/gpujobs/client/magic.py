@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from .client import TERMINAL, ApiError, Client, Job, describe
-from .tables import short_time, table
+from .tables import jobs_listing
 
 _parser = argparse.ArgumentParser(prog="%%gpujob", add_help=False, exit_on_error=False)
 _parser.add_argument("--gpus", type=int, default=None)
@@ -67,18 +67,7 @@ def run_cell(client: Client, line: str, cell: str, out: Any = None) -> Job:
 
 
 def jobs_table(client: Client, limit: int = 20) -> str:
-    rows = [
-        (
-            j.id,
-            j.view["name"][:24],
-            j.state,
-            f"{j.view['gpu_count']}x{j.view['gpu_type']}" if j.view["gpu_count"] else "-",
-            short_time(j.view.get("created_at")),
-            (j.view.get("reason") or j.view.get("message") or "")[:50],
-        )
-        for j in client.jobs(limit=limit)
-    ]
-    return table(["JOB", "NAME", "STATUS", "GPUS", "CREATED", "WHY"], rows) if rows else "no jobs yet"
+    return jobs_listing([job.view for job in client.jobs(limit=limit)])
 
 
 def register(ipython: Any, client: Client | None = None) -> None:

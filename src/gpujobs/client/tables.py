@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -19,3 +20,27 @@ def short_time(value: str | None) -> str:
     if not value:
         return ""
     return value[11:19]
+
+
+def job_row(view: dict[str, Any]) -> tuple[str, ...]:
+    """One line of a job listing (`gpujobs list`, `%gpujobs`): state, place in the queue and why."""
+    position = f" #{view['queue_position']}" if view.get("queue_position") else ""
+    gpus = f"{view['gpu_count']}x{view['gpu_type']}" if view["gpu_count"] else "-"
+    why = view.get("reason") or view.get("message") or ""
+    return (
+        view["job_id"],
+        view["name"][:24],
+        view["user"],
+        view["status"] + position,
+        gpus,
+        short_time(view.get("created_at")),
+        why[:60],
+    )
+
+
+JOB_HEADERS = ("JOB", "NAME", "USER", "STATUS", "GPUS", "CREATED", "WHY")
+
+
+def jobs_listing(views: Sequence[dict[str, Any]]) -> str:
+    """A table of jobs, or a sentence when there are none."""
+    return table(JOB_HEADERS, [job_row(view) for view in views]) if views else "no jobs"

@@ -520,7 +520,7 @@ def decide(requests: Sequence[Request], snapshot: Snapshot, config: PolicyConfig
                 usable_maps.clear()
         key = (shape, capacity.version)
         if key not in explained:
-            explained[key] = explain_wait(request, snapshot.nodes, capacity)
+            explained[key] = explain_wait(request, capacity)
         wait(request, explained[key])
     return Decision(tuple(admissions), tuple(waiting))
 
@@ -537,7 +537,7 @@ def _blocking_reservation(
     return None
 
 
-def explain_wait(request: Request, nodes: Sequence[Node], capacity: _Capacity) -> str:
+def explain_wait(request: Request, capacity: _Capacity) -> str:
     """Why ``request`` cannot start now, in words ("no free a100: 0 of 2 free, 1 needed")."""
     label = "GPU" if request.gpu_type == ANY else request.gpu_type
     if request.gpu_count:
