@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import signal
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +125,28 @@ def kill_leftover_jobs(data_dir: Path) -> None:
                 for kill in (os.killpg, os.kill):
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         kill(pid, signal.SIGKILL)
+
+
+def tiny_wheel_folder(folder: Path) -> Path:
+    """A folder with one tiny pure-Python wheel, 'gpujobs-tiny-pkg' (module ``gpujobs_tiny_pkg``), so
+    requirement tests need no package index (pip runs with ``--no-index --find-links FOLDER``)."""
+    name, version = "gpujobs_tiny_pkg", "1.0"
+    files = {
+        f"{name}/__init__.py": "GREETING = 'hello from tiny-pkg'\n",
+        f"{name}-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: gpujobs-tiny-pkg\nVersion: {version}\n"
+        ),
+        f"{name}-{version}.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{name}-{version}.dist-info/RECORD,,")
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as wheel:
+        for path, text in files.items():
+            wheel.writestr(path, text)
+        wheel.writestr(f"{name}-{version}.dist-info/RECORD", "\n".join(record) + "\n")
+    return folder

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--port", type=int, default=6443)
     fake.add_argument("--kubeconfig", default=None, help="write a kubeconfig for it to this file")
     fake.add_argument("--work-dir", default=None, help="where pods' files and logs go")
+    fake.add_argument(
+        "--other-pods", type=int, default=0, help="running pods of other workloads to fill the nodes with"
+    )
 
     submit = commands.add_parser("submit", help="submit a script as a job")
     submit.add_argument("script", help="path of the Python script; its own arguments go after --")
@@ -126,7 +129,10 @@ def _fake_cluster(options: argparse.Namespace) -> int:
         print(f"gpujobs: --nodes: {exc}", file=sys.stderr)
         return EXIT_API_ERROR
     cluster = FakeCluster(
-        options.nodes, port=options.port, work_dir=Path(options.work_dir) if options.work_dir else None
+        options.nodes,
+        port=options.port,
+        work_dir=Path(options.work_dir) if options.work_dir else None,
+        other_pods=options.other_pods,
     )
     if options.kubeconfig:
         cluster.write_kubeconfig(Path(options.kubeconfig))

@@ -8,6 +8,7 @@ and nowhere else.  Nothing below this module reads ``os.environ``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -88,6 +89,14 @@ class Settings(BaseSettings):
     # Kubernetes executor.
     kubeconfig: str | None = Field(None, description="Kubeconfig file; in-cluster config when unset.")
     kube_namespace: str = Field("gpujobs", description="Namespace where job pods run.")
+    kube_namespace_template: str | None = Field(
+        None,
+        description="Per-user namespaces, e.g. 'gpujobs-{username}' (the user's DNS-safe slug); "
+        "overrides kube_namespace.",
+    )
+    kube_create_namespaces: bool = Field(
+        False, description="Create a user's namespace (Pod Security restricted) when it is missing."
+    )
     kube_image_cpu: str = "gpujobs-runtime:cpu"
     kube_image_gpu: str = "gpujobs-runtime:gpu"
     kube_run_as_user: int = 1000
@@ -129,6 +138,23 @@ class Settings(BaseSettings):
         if self.default_priority not in self.priorities:
             raise ValueError(f"default_priority {self.default_priority!r} is not one of the priorities")
         return self
+
+    @field_validator("kube_namespace", "kube_namespace_template")
+    @classmethod
+    def _namespace_shape(cls, value: str | None, info: Any) -> str | None:
+        if value is None or (value == "" and info.field_name == "kube_namespace_template"):
+            return value or None
+        if info.field_name == "kube_namespace_template" and "{username}" not in value:
+            raise ValueError("must contain {username}, e.g. gpujobs-{username}")
+        fixed = value.replace("{username}", "u")
+        # A template leaves the user's slug at least 22 characters (a readable prefix and its hash).
+        longest = 41 if "{username}" in value else 63
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", fixed) or len(fixed) > longest:
+            raise ValueError(
+                f"{value!r} is not a namespace name: lowercase letters, digits and '-' "
+                f"(at most {longest} characters)"
+            )
+        return value
 
     @field_validator("service_prefix")
     @classmethod

@@ -8,7 +8,9 @@ import httpx
 import pytest
 
 from gpujobs.testing.fakekube.server import FakeCluster
-from helpers import Api, pid_alive, script, wait_for
+from helpers import Api, pid_alive, script, tiny_wheel_folder, wait_for
+
+WAIT_FOR_FILE = "import os, time\nwhile not os.path.exists({path!r}):\n    time.sleep(0.02)\n"
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +28,21 @@ def cluster(tmp_path_factory) -> FakeCluster:
 @pytest.fixture(scope="module")
 def alice(cluster: FakeCluster, module_world, tmp_path_factory) -> Api:
     kubeconfig = cluster.write_kubeconfig(tmp_path_factory.mktemp("kc") / "config", namespace="gpujobs")
+    wheels = tiny_wheel_folder(tmp_path_factory.mktemp("wheels"))
     images = "gpujobs-runtime:cpu,gpujobs-runtime:gpu,registry.example/does-not-exist:1"
     service = module_world.start(
-        "--executor", "kubernetes", "--kubeconfig", str(kubeconfig), env={"GPUJOBS_ALLOWED_IMAGES": images}
+        "--executor",
+        "kubernetes",
+        "--kubeconfig",
+        str(kubeconfig),
+        env={"GPUJOBS_ALLOWED_IMAGES": images, "GPUJOBS_PIP_EXTRA_ARGS": f"--no-index,--find-links={wheels}"},
     )
     return Api(service.client(module_world.hub.add_user("alice")))
+
+
+def gpu_node(api: Api, name: str) -> dict:
+    status = api.http.get("api/k8s/gpu-status").json()["data"]
+    return next(n for n in status["gpu_nodes"] if n["name"] == name)
 
 
 def test_gpu_status_comes_from_the_cluster(alice: Api) -> None:
@@ -132,6 +144,109 @@ def test_a_job_the_cluster_cannot_place_says_why_and_an_unpullable_image_fails(a
     unpullable = alice.submit_ok(**script("print(1)", image="registry.example/does-not-exist:1"))
     failed = alice.wait_status(unpullable["job_id"], "failed")
     assert failed["reason"] == "ImagePullBackOff" and "does-not-exist" in failed["message"]
+
+
+def test_requirements_come_from_an_init_container_and_logs_follow_live(alice: Api, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    code = (
+        "import gpujobs_tiny_pkg\nprint(gpujobs_tiny_pkg.GREETING, flush=True)\n"
+        + WAIT_FOR_FILE.format(path=str(release))
+        + "print('last line')\n"
+    )
+    job = alice.submit_ok(**script(code, requirements=["gpujobs-tiny-pkg==1.0"]))
+    received = []
+    with alice.http.stream("GET", f"api/k8s/job/{job['job_id']}/logs", params={"follow": "true"}) as stream:
+        for line in stream.iter_lines():
+            received.append(line)
+            if line == "hello from tiny-pkg":
+                assert alice.status(job["job_id"])["status"] == "running"  # streamed before the end
+                release.touch()
+    assert received[-2:] == ["hello from tiny-pkg", "last line"]
+    assert alice.wait_status(job["job_id"], "completed")["exit_code"] == 0
+    broken = alice.submit_ok(**script("print('never')", requirements=["gpujobs-no-such-package==9.9"]))
+    failed = alice.wait_status(broken["job_id"], "failed", timeout=120)
+    assert failed["reason"] == "RequirementsFailed"
+    logs = alice.logs(broken["job_id"])
+    assert "gpujobs-no-such-package" in logs and "never" not in logs  # pip's own words
+
+
+def test_an_evicted_pod_does_not_use_up_the_jobs_retries(
+    alice: Api, cluster: FakeCluster, tmp_path: Path
+) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    code = (
+        f"import os\nopen({str(started)!r}, 'a').write('x')\n"
+        + WAIT_FOR_FILE.format(path=str(release))
+        + "print('finished')\n"
+    )
+    job = alice.submit_ok(**script(code, retries=0))
+    wait_for(started.exists, what="the first attempt")
+    assert cluster.call(cluster.simulator.evict("gpujobs", f"gpujob-{job['job_id']}-0"))
+    second = wait_for(lambda: (v := alice.status(job["job_id"]))["message"] and v, what="news of a new pod")
+    assert (second["status"], second["attempts"]) == ("running", 2)
+    assert "Evicted: The node was low on resource: memory." in second["message"]
+    wait_for(lambda: started.read_text() == "xx", what="the second attempt to start")
+    release.touch()
+    done = alice.wait_status(job["job_id"], "completed", "failed")
+    assert done["status"] == "completed" and done["attempts"] == 2
+
+
+def test_a_cordoned_or_not_ready_node_offers_nothing_and_types_are_routed(
+    alice: Api, cluster: FakeCluster
+) -> None:
+    simulator = cluster.simulator
+    cluster.call(simulator.set_node("a100-80gb-node-0", ready=False))
+    cluster.call(simulator.set_node("a100-80gb-node-1", cordoned=True))
+    try:
+        wait_for(
+            lambda: (
+                not gpu_node(alice, "a100-80gb-node-0")["ready"]
+                and not gpu_node(alice, "a100-80gb-node-1")["schedulable"]
+            ),
+            what="the nodes' state to reach gpu-status",
+        )
+        status = alice.http.get("api/k8s/gpu-status").json()["data"]
+        a100 = next(t for t in status["gpu_types"] if t["gpu_type"] == "a100-80gb")
+        assert (a100["total"], a100["available"]) == (4, 0)
+        job = alice.submit_ok(**script("print('on a100')", gpu_count=1, gpu_type="a100"))
+        waiting = wait_for(lambda: (v := alice.status(job["job_id"]))["queue_position"] and v, what="a cycle")
+        assert waiting["status"] == "queued" and "a100" in waiting["message"]
+        t4 = alice.submit_ok(**script("print('on t4')", gpu_count=1, gpu_type="t4"))
+        assert alice.wait_status(t4["job_id"], "completed")["node"] == "t4-node-0"
+        cluster.call(simulator.set_node("a100-80gb-node-1", cordoned=False))
+        done = alice.wait_status(job["job_id"], "completed")
+        assert done["node"] == "a100-80gb-node-1"
+    finally:
+        cluster.call(simulator.set_node("a100-80gb-node-0", ready=True))
+        cluster.call(simulator.set_node("a100-80gb-node-1", cordoned=False))
+
+
+def test_the_cache_survives_dropped_watches_compaction_and_api_errors(
+    alice: Api, cluster: FakeCluster
+) -> None:
+    def node_watches() -> int:
+        return sum(
+            1 for _, path, query in cluster.faults.requests if path == "/api/v1/nodes" and "watch" in query
+        )
+
+    before = node_watches()
+    cluster.faults.drop_watches = True
+    try:
+        wait_for(lambda: node_watches() >= before + 2, what="the service to reconnect its watch")
+        cluster.call(cluster.simulator.set_node("t4-node-0", cordoned=True))  # missed while dropped...
+        cluster.compact()  # ...and gone from the history: the service must list again (410)
+    finally:
+        cluster.faults.drop_watches = False
+    try:
+        wait_for(lambda: not gpu_node(alice, "t4-node-0")["schedulable"], what="the relist to see the cordon")
+        cluster.call(cluster.simulator.set_node("t4-node-0", cordoned=False))
+        wait_for(lambda: gpu_node(alice, "t4-node-0")["schedulable"], what="the watch to resume")
+    finally:
+        cluster.call(cluster.simulator.set_node("t4-node-0", cordoned=False))
+    cluster.faults.errors = 2  # the API server fails the next calls: creating the Job is retried
+    job = alice.submit_ok(**script("print('despite errors')"))
+    assert alice.wait_status(job["job_id"], "completed", "failed")["status"] == "completed"
+    assert alice.logs(job["job_id"]) == "despite errors\n"
 
 
 def test_a_restart_reattaches_to_running_jobs(alice: Api, module_world, tmp_path: Path) -> None:

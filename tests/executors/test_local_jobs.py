@@ -2,43 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from helpers import Api, pid_alive, script, wait_for
+from helpers import Api, pid_alive, script, tiny_wheel_folder, wait_for
 
 WAIT_FOR_FILE = "import os, time\nwhile not os.path.exists({path!r}):\n    time.sleep(0.02)\n"
 
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with one tiny pure-Python wheel, 'gpujobs-tiny-pkg', so requirement tests need no index."""
-    folder = tmp_path_factory.mktemp("wheels")
-    name, version = "gpujobs_tiny_pkg", "1.0"
-    files = {
-        f"{name}/__init__.py": "GREETING = 'hello from tiny-pkg'\n",
-        f"{name}-{version}.dist-info/METADATA": (
-            f"Metadata-Version: 2.1\nName: gpujobs-tiny-pkg\nVersion: {version}\n"
-        ),
-        f"{name}-{version}.dist-info/WHEEL": (
-            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        ),
-    }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
-    record.append(f"{name}-{version}.dist-info/RECORD,,")
-    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as wheel:
-        for path, text in files.items():
-            wheel.writestr(path, text)
-        wheel.writestr(f"{name}-{version}.dist-info/RECORD", "\n".join(record) + "\n")
-    return folder
+    return tiny_wheel_folder(tmp_path_factory.mktemp("wheels"))
 
 
 @pytest.fixture(scope="module")

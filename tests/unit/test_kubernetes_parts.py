@@ -11,15 +11,18 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from gpujobs.executors.kubernetes.cache import ClusterCache, is_ours, pod_usage
+from gpujobs.executors.kubernetes.executor import job_failure
 from gpujobs.executors.kubernetes.manifests import (
     JobTemplate,
     job_manifest,
+    namespace_manifest,
     owned_by,
     placement_for,
     script_configmap,
 )
 from gpujobs.executors.kubernetes.nodes import kube_node, pod_gpu_request
-from gpujobs.executors.kubernetes.slugs import job_name, safe_slug
+from gpujobs.executors.kubernetes.slugs import job_name, namespace_for, safe_slug
 from gpujobs.gputypes import satisfies
 from gpujobs.store.repository import new_job_values, record_of
 
@@ -72,16 +75,22 @@ def gfd_node(
     return node
 
 
-def pod(gpus: int, *, phase: str = "Running", init: int = 0, ours: bool = False) -> dict:
-    labels = {"app.kubernetes.io/managed-by": "gpujobs"} if ours else {}
-    spec: dict[str, Any] = {"containers": [{"resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]}
+def pod(gpus: int, *, phase: str = "Running", init: int = 0, ours: bool = False, node: str = "gpu-1") -> dict:
+    labels = {"app.kubernetes.io/managed-by": "gpujobs", "gpujobs.io/job-id": "j1"} if ours else {}
+    spec: dict[str, Any] = {
+        "nodeName": node,
+        "containers": [{"resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}],
+    }
     if init:
         spec["initContainers"] = [{"resources": {"limits": {"nvidia.com/gpu": str(init)}}}]
     return {"metadata": {"labels": labels}, "spec": spec, "status": {"phase": phase}}
 
 
-def is_ours(p: dict) -> bool:
-    return p["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == "gpujobs"
+def cache_with(nodes: list[dict], pods: list[dict]) -> ClusterCache:
+    cache = ClusterCache()
+    cache.replace_nodes(nodes)
+    cache.replace_pods((f"uid-{i}", pod_usage(p), p if is_ours(p) else None) for i, p in enumerate(pods))
+    return cache
 
 
 # --- slugs -------------------------------------------------------------------------------------------------
@@ -100,6 +109,15 @@ def test_slugs(raw: str, slug: str) -> None:
     assert safe_slug(raw) == slug
 
 
+def test_per_user_namespaces_are_dns_labels() -> None:
+    assert namespace_for("gpujobs-{username}", "alice") == "gpujobs-alice"
+    long = namespace_for("gpujobs-{username}", "A.Very.Long.Name@Example.org" * 3)
+    assert len(long) <= 63 and long.startswith("gpujobs-a-very-long-name")
+    manifest = namespace_manifest("gpujobs-alice", "Alice@Example.org")
+    assert manifest["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    validate(manifest)
+
+
 def test_slugs_are_short_and_distinct() -> None:
     assert len(safe_slug("a" * 200)) <= 63
     assert safe_slug("Bob") != safe_slug("bob")
@@ -110,12 +128,13 @@ def test_slugs_are_short_and_distinct() -> None:
 
 
 def test_gpus_come_from_allocatable_and_the_type_from_labels() -> None:
-    inventory = kube_node(gfd_node(), [pod(2), pod(1, ours=True), pod(4, phase="Succeeded")], is_ours=is_ours)
+    cache = cache_with([gfd_node()], [pod(2), pod(1, ours=True), pod(4, phase="Succeeded")])
+    (inventory,) = cache.kube_nodes()
     assert len(inventory.node.devices) == 8  # allocatable, not capacity (9)
     assert {d.gpu_type for d in inventory.node.devices} == {"a100-80gb"}
-    assert (
-        inventory.gpus_used_by_others == 2
-    )  # the notebook's 2; ours are in the store; finished pods hold none
+    # The notebook's 2; ours are in the store; finished pods hold none.
+    assert cache.held_by_others() == {"gpu-1": 2}
+    assert [p["spec"]["containers"] for p in cache.pods_of("j1")] == [pod(1)["spec"]["containers"]]
     assert inventory.type_label == "nvidia.com/gpu.product"
     assert inventory.node.cpu_cores == 95.5
     assert inventory.node.taints == ("nvidia.com/gpu:NoSchedule",)
@@ -134,6 +153,27 @@ def test_the_labels_clusters_really_carry(labels: dict[str, str], expected: str)
     node = gfd_node()
     node["metadata"]["labels"] = labels
     assert {d.gpu_type for d in kube_node(node).node.devices} == {expected}
+
+
+def test_the_cache_follows_events_node_by_node() -> None:
+    cache = cache_with([gfd_node("gpu-1"), gfd_node("gpu-2")], [pod(2)])
+    first = cache.inventory()
+    assert cache.inventory() is first  # nothing changed: the same answer, not rebuilt
+    notebook = pod(3, node="gpu-2")
+    cache.pod_event("ADDED", "nb", pod_usage(notebook), None)
+    assert cache.held_by_others() == {"gpu-1": 2, "gpu-2": 3}
+    cache.pod_event("MODIFIED", "nb", pod_usage(pod(3, node="gpu-2", phase="Succeeded")), None)
+    assert cache.held_by_others() == {"gpu-1": 2}
+    cache.pod_event("DELETED", "uid-0", pod_usage(pod(2)), None)
+    assert cache.held_by_others() == {}
+    cache.pod_event("ADDED", "idle", pod_usage(pod(0, node="gpu-1")), None)  # holds no GPU
+    unchanged = cache.inventory()
+    cache.pod_event("DELETED", "idle", pod_usage(pod(0, node="gpu-1")), None)
+    assert cache.inventory() is unchanged
+    cache.node_event("MODIFIED", gfd_node("gpu-2", unschedulable=True))
+    assert [n.name for n in cache.inventory().nodes if n.offers] == ["gpu-1"]
+    cache.node_event("DELETED", gfd_node("gpu-1"))
+    assert [n.name for n in cache.inventory().nodes] == ["gpu-2"]
 
 
 def test_init_containers_count_as_kube_scheduler_counts_them() -> None:
@@ -241,3 +281,44 @@ def test_the_deployment_manifests_are_valid(path: Path) -> None:
     assert documents
     for document in documents:
         validate(document)
+
+
+# --- reading a failed Job ------------------------------------------------------------------------------
+
+
+def terminated(code: int, reason: str = "Error") -> dict:
+    return {"state": {"terminated": {"exitCode": code, "reason": reason}}}
+
+
+@pytest.mark.parametrize(
+    ("condition", "status", "expected"),
+    [
+        ({"reason": "DeadlineExceeded"}, {}, ("Timeout", None)),
+        ({"reason": "BackoffLimitExceeded"}, {"containerStatuses": [terminated(3)]}, ("NonZeroExit", 3)),
+        (
+            {"reason": "BackoffLimitExceeded"},
+            {"containerStatuses": [terminated(137, "OOMKilled")]},
+            ("OOMKilled", 137),
+        ),
+        (
+            {"reason": "BackoffLimitExceeded"},
+            {"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."},
+            ("Evicted", None),
+        ),
+        (
+            {"reason": "BackoffLimitExceeded"},
+            {"initContainerStatuses": [terminated(1)]},
+            ("RequirementsFailed", None),
+        ),
+        (
+            {"reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"},
+            {},
+            ("BackoffLimitExceeded", None),
+        ),
+    ],
+)
+def test_a_failed_job_says_why_in_words_a_person_can_act_on(
+    condition: dict, status: dict, expected: tuple
+) -> None:
+    reason, message, code = job_failure(condition, [{"status": status}])
+    assert (reason, code) == expected and message

@@ -58,6 +58,9 @@ class JobEvent:
     exit_code: int | None = None
     attempts: int | None = None
     at: datetime | None = None
+    # News about a job that stays in ``status`` (why it still waits, that an attempt was evicted):
+    # a message to show, not a transition.  Events for PENDING jobs are always news.
+    news: bool = False
 
 
 EventSink = Callable[[JobEvent], Awaitable[None]]

@@ -193,11 +193,12 @@ class JobService:
 
     async def apply_event(self, event: JobEvent) -> None:
         """Record what an executor reports, through the transition guard."""
-        if event.status is JobStatus.PENDING:  # news about a job still waiting in the cluster
+        if event.status is JobStatus.PENDING or event.news:
+            news: dict[str, object] = {"message": event.message}
+            if event.attempts is not None:
+                news["attempts"] = event.attempts
             await self.store.write(
-                lambda s: repo.update_fields(
-                    s, event.job_id, while_status=JobStatus.PENDING, message=event.message
-                )
+                lambda s: repo.update_fields(s, event.job_id, while_status=event.status, **news)
             )
             return
         fields: dict[str, object] = {}

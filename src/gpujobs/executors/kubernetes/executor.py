@@ -1,12 +1,14 @@
 """The Kubernetes executor: jobs as batch/v1 Jobs, GPUs from the cluster's nodes.
 
-- Inventory: nodes and pods (all namespaces) are listed once and then *watched* (resume from the last
-  resourceVersion; 410 Gone → list again; dropped connections → retry with backoff), so ``inventory()``
-  answers from memory and ``gpu-status`` makes no API call.
+- Inventory: nodes and pods (all namespaces) are listed once, in pages, and then *watched* (resume from
+  the last resourceVersion; 410 Gone → list again; dropped connections → retry with backoff) into a
+  ``ClusterCache``, so ``inventory()`` answers from memory and ``gpu-status`` makes no API call.
+- Namespaces: one for every job (``kube_namespace``) or one per user (``kube_namespace_template``),
+  created with Pod Security *restricted* when ``kube_create_namespaces`` says so.
 - Launch: the Job is named from the job id (creating it twice finds the first: 409 → adopt), pinned to
   the node the scheduler chose, with the script ConfigMap owned by the Job.
 - State: from the Job's conditions and its pods (Running; Complete; DeadlineExceeded → Timeout;
-  failures with the pod's reason: OOMKilled, exit codes, ImagePullBackOff).
+  failures with the pod's reason: OOMKilled, Evicted, exit codes, ImagePullBackOff).
 - Logs: each pod's output is followed into ``<data_dir>/jobs/<id>/output.log``, so it outlives the
   Job's TTL and the service's log routes work unchanged.
 """
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 from lightkube import AsyncClient, KubeConfig, codecs
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.batch_v1 import Job
@@ -33,24 +37,71 @@ from ...inventory import Inventory
 from ...models import JobStatus
 from ...store.records import JobRecord
 from ..base import EventSink, Executor, JobEvent, LaunchError
+from .cache import JOB_ID_LABEL, ClusterCache, PodUsage, pod_usage
 from .manifests import (
     MANAGED_BY,
     JobTemplate,
     Placement,
     job_manifest,
+    namespace_manifest,
     owned_by,
     placement_for,
     script_configmap,
 )
-from .nodes import KubeNode, kube_node
-from .slugs import job_name
+from .slugs import job_name, namespace_for
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
+CREATE_ATTEMPTS = 4
+LIST_PAGE = 500  # objects per list call: a 100,000-pod cluster is read in pages, as kubectl does
+# Reasons a container waits for that will not go away by waiting: the job fails with them.
+HOPELESS_WAITS = ("ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName")
 
 
-def _is_ours(pod: dict[str, Any]) -> bool:
-    return pod.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/managed-by") == "gpujobs"
+def _slim_pod(pod: Pod) -> dict[str, Any]:
+    """The fields of a pod that the inventory reads, without converting the whole object."""
+    spec, status = pod.spec, pod.status
+
+    def containers(items: Sequence[Any] | None) -> list[dict[str, Any]]:
+        return [
+            {
+                "resources": {
+                    "requests": dict(c.resources.requests or {}) if c.resources else {},
+                    "limits": dict(c.resources.limits or {}) if c.resources else {},
+                }
+            }
+            for c in items or ()
+        ]
+
+    return {
+        "metadata": {"labels": dict(pod.metadata.labels or {}) if pod.metadata else {}},
+        "spec": {
+            "nodeName": spec.nodeName if spec else None,
+            "containers": containers(spec.containers if spec else None),
+            "initContainers": containers(spec.initContainers if spec else None),
+        },
+        "status": {"phase": status.phase if status else None},
+    }
+
+
+def _pod_entry(pod: Pod) -> tuple[str, PodUsage, dict[str, Any] | None]:
+    """(uid, usage, the whole pod when it is one of ours)."""
+    uid = str(pod.metadata.uid if pod.metadata else "")
+    labels = (pod.metadata.labels if pod.metadata else None) or {}
+    if labels.get("app.kubernetes.io/managed-by") == "gpujobs" and JOB_ID_LABEL in labels:
+        whole = pod.to_dict()
+        return uid, pod_usage(whole), whole
+    return uid, pod_usage(_slim_pod(pod)), None
+
+
+@dataclasses.dataclass
+class _Tracked:
+    """A job the executor watches: the state last reported and where its Job lives."""
+
+    status: JobStatus
+    namespace: str
+    message: str | None = None  # the last news reported
+    attempts_seen: int = 0
 
 
 class KubernetesExecutor(Executor):
@@ -60,9 +111,8 @@ class KubernetesExecutor(Executor):
     def __init__(self, settings: Settings, on_event: EventSink) -> None:
         super().__init__(on_event)
         self.settings = settings
-        self.namespace = settings.kube_namespace
         self.template = JobTemplate(
-            namespace=self.namespace,
+            namespace=settings.kube_namespace,
             image_cpu=settings.kube_image_cpu,
             image_gpu=settings.kube_image_gpu,
             run_as_user=settings.kube_run_as_user,
@@ -70,15 +120,18 @@ class KubernetesExecutor(Executor):
             shared_claim=settings.kube_shared_claim,
             pip_extra_args=tuple(settings.pip_extra_args),
         )
+        self.cache = ClusterCache(
+            aliases=settings.gpu_type_aliases, extra_types=(pool.gpu_type for pool in settings.pools)
+        )
         self.client: AsyncClient | None = None
-        self._nodes: dict[str, dict[str, Any]] = {}
-        self._pods: dict[str, dict[str, Any]] = {}  # uid → pod, every namespace
-        self._kube_nodes: list[KubeNode] = []
-        self._inventory = Inventory(nodes=(), source="kubernetes", updated_at=datetime.now(timezone.utc))
         self._tasks: list[asyncio.Task[None]] = []
-        self._watched: dict[str, JobStatus] = {}  # our job id → last state reported
+        self._tracked: dict[str, _Tracked] = {}  # our job id → what we know
         self._followers: dict[str, asyncio.Task[None]] = {}
-        self._messages: dict[str, str] = {}  # the last waiting message reported per job
+        self._namespaces_made: set[str] = set()
+
+    def namespace_of(self, username: str) -> str:
+        template = self.settings.kube_namespace_template
+        return namespace_for(template, username) if template else self.settings.kube_namespace
 
     # --- inventory ------------------------------------------------------------------------------
 
@@ -88,85 +141,60 @@ class KubernetesExecutor(Executor):
             if self.settings.kubeconfig
             else KubeConfig.from_env()
         )
-        self.client = AsyncClient(config, namespace=self.namespace)
+        self.client = AsyncClient(config, namespace=self.settings.kube_namespace)
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-        for kind, store in ((Node, self._nodes), (Pod, self._pods)):
-            version = await self._list(kind, store)
-            self._tasks.append(asyncio.create_task(self._watch(kind, store, version)))
-        self._publish()
+        for kind in (Node, Pod):
+            version = await self._list(kind)
+            self._tasks.append(asyncio.create_task(self._watch(kind, version)))
         self._tasks.append(asyncio.create_task(self._poll_jobs()))
 
-    async def _list(self, kind: Any, store: dict[str, dict[str, Any]]) -> str:
+    async def _list(self, kind: Any) -> str:
         assert self.client is not None
-        store.clear()
-        namespace = "*" if kind is Pod else None
-        items = self.client.list(kind, namespace=namespace) if namespace else self.client.list(kind)
-        async for item in items:
-            obj = item.to_dict()
-            store[self._key(kind, obj)] = obj
-        return str(getattr(items, "resourceVersion", "") or "")
+        if kind is Node:
+            nodes = self.client.list(Node, chunk_size=LIST_PAGE)
+            self.cache.replace_nodes([node.to_dict() async for node in nodes])
+            return str(nodes.resourceVersion or "")
+        pods = self.client.list(Pod, namespace="*", chunk_size=LIST_PAGE)
+        self.cache.replace_pods([_pod_entry(pod) async for pod in pods])
+        return str(pods.resourceVersion or "")
 
-    @staticmethod
-    def _key(kind: Any, obj: dict[str, Any]) -> str:
-        return obj["metadata"]["name"] if kind is Node else obj["metadata"]["uid"]
-
-    async def _watch(self, kind: Any, store: dict[str, dict[str, Any]], version: str) -> None:
+    async def _watch(self, kind: Any, version: str) -> None:
         assert self.client is not None
         delay = 0.5
         while True:
             try:
-                namespace = "*" if kind is Pod else None
                 stream = (
-                    self.client.watch(kind, namespace=namespace, resource_version=version or None)
-                    if namespace
-                    else self.client.watch(kind, resource_version=version or None)
+                    self.client.watch(Pod, namespace="*", resource_version=version or None)
+                    if kind is Pod
+                    else self.client.watch(Node, resource_version=version or None)
                 )
                 async for change, item in stream:
-                    obj = item.to_dict()
-                    version = obj["metadata"].get("resourceVersion", version)
-                    if change == "DELETED":
-                        store.pop(self._key(kind, obj), None)
+                    version = (item.metadata.resourceVersion if item.metadata else None) or version
+                    if isinstance(item, Pod):
+                        self.cache.pod_event(change, *_pod_entry(item))
                     else:
-                        store[self._key(kind, obj)] = obj
-                    self._publish()
+                        self.cache.node_event(change, item.to_dict())
                     delay = 0.5
             except asyncio.CancelledError:
                 raise
             except ApiError as exc:
                 if exc.status.code == 410:  # history gone: start again from a fresh list
-                    version = await self._list(kind, store)
-                    self._publish()
-                    continue
-                log.warning("watch of %s failed: %s", kind.__name__, exc)
+                    log.info("watch of %s: history compacted, listing again", kind.__name__)
+                    with contextlib.suppress(Exception):
+                        version = await self._list(kind)
+                        continue
+                else:
+                    log.warning("watch of %s failed: %s", kind.__name__, exc)
             except Exception as exc:
                 log.warning("watch of %s dropped (%s); retrying in %.1f s", kind.__name__, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
-    def _publish(self) -> None:
-        pods_by_node: dict[str, list[dict[str, Any]]] = {}
-        for pod in self._pods.values():
-            node = pod.get("spec", {}).get("nodeName")
-            if node:
-                pods_by_node.setdefault(node, []).append(pod)
-        aliases = self.settings.gpu_type_aliases
-        self._kube_nodes = [
-            kube_node(node, pods_by_node.get(name, ()), aliases=aliases, is_ours=_is_ours)
-            for name, node in sorted(self._nodes.items())
-        ]
-        self._inventory = Inventory(
-            nodes=tuple(k.node for k in self._kube_nodes),
-            source="kubernetes",
-            updated_at=datetime.now(timezone.utc),
-            extra_types=frozenset(pool.gpu_type for pool in self.settings.pools),
-        )
-
     def inventory(self) -> Inventory:
-        return self._inventory
+        return self.cache.inventory()
 
     def external_holds(self) -> dict[str, int]:
-        """GPUs per node held by pods that are not gpujobs jobs (notebook servers, other workloads)."""
-        return {k.node.name: k.gpus_used_by_others for k in self._kube_nodes if k.gpus_used_by_others}
+        return self.cache.held_by_others()
 
     # --- launching ------------------------------------------------------------------------------
 
@@ -174,45 +202,69 @@ class KubernetesExecutor(Executor):
         return self.settings.jobs_dir / job_id / "output.log"
 
     def _placement(self, job: JobRecord) -> Placement:
-        placement = placement_for(job.gpu_type, self._kube_nodes, satisfies=satisfies)
+        placement = placement_for(job.gpu_type, self.cache.kube_nodes(), satisfies=satisfies)
         if job.node:  # the scheduler chose the node: hold the pod to it, so our accounting stays true
             return Placement(
                 {**placement.node_selector, "kubernetes.io/hostname": job.node}, placement.tolerations
             )
         return placement
 
+    async def _ensure_namespace(self, namespace: str, username: str) -> None:
+        assert self.client is not None
+        if namespace in self._namespaces_made:
+            return
+        try:
+            await self.client.create(codecs.from_dict(namespace_manifest(namespace, username)))
+        except ApiError as exc:
+            if exc.status.code != 409:
+                raise LaunchError(f"could not create namespace {namespace}: {exc.status.message}") from exc
+        self._namespaces_made.add(namespace)
+
     async def launch(self, job: JobRecord) -> None:
         assert self.client is not None
         self.log_path(job.job_id).parent.mkdir(parents=True, exist_ok=True)
-        manifest = job_manifest(job, self.template, self._placement(job))
+        namespace = self.namespace_of(job.user)
+        if self.settings.kube_create_namespaces:
+            await self._ensure_namespace(namespace, job.user)
+        template = dataclasses.replace(self.template, namespace=namespace)
+        manifest = job_manifest(job, template, self._placement(job))
         try:
-            created = (await self.client.create(codecs.from_dict(manifest))).to_dict()
+            created = await self._create_job(manifest)
         except ApiError as exc:
             if exc.status.code != 409:
                 raise LaunchError(f"the cluster refused the Job: {exc.status.message}") from exc
-            created = (await self.client.get(Job, job_name(job.job_id))).to_dict()  # made before a restart
-            if created["metadata"].get("labels", {}).get("gpujobs.io/job-id") != job.job_id:
+            # Made before a restart: adopt it, if it is this job's.
+            created = (await self.client.get(Job, job_name(job.job_id), namespace=namespace)).to_dict()
+            if created["metadata"].get("labels", {}).get(JOB_ID_LABEL) != job.job_id:
                 raise LaunchError(f"a Job named {job_name(job.job_id)} exists and is not this job's") from exc
-        configmap = script_configmap(job, self.template)
+        configmap = script_configmap(job, template)
         if configmap is not None:
             with contextlib.suppress(ApiError):
                 await self.client.create(codecs.from_dict(owned_by(configmap, created)))
-        self._watched[job.job_id] = job.status
+        self._tracked[job.job_id] = _Tracked(job.status, namespace)
+
+    async def _create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create the Job, trying again when the API server has a passing problem (5xx, 429, a dropped
+        connection): the name is the job's, so a retry after a create that did land answers 409."""
+        assert self.client is not None
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                return (await self.client.create(codecs.from_dict(manifest))).to_dict()
+            except ApiError as exc:
+                if exc.status.code not in (429, 500, 502, 503, 504) or attempt == CREATE_ATTEMPTS - 1:
+                    raise
+            except httpx.TransportError as exc:
+                if attempt == CREATE_ATTEMPTS - 1:
+                    raise LaunchError(f"the cluster's API server did not answer: {exc}") from exc
+            await asyncio.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
 
     # --- watching our jobs ------------------------------------------------------------------------
-
-    def _our_pods(self, job_id: str) -> list[dict[str, Any]]:
-        pods = [
-            p
-            for p in self._pods.values()
-            if p["metadata"].get("labels", {}).get("gpujobs.io/job-id") == job_id and _is_ours(p)
-        ]
-        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
 
     async def _poll_jobs(self) -> None:
         while True:
             try:
-                for job_id in list(self._watched):
+                for job_id in list(self._tracked):
                     await self._check(job_id)
             except asyncio.CancelledError:
                 raise
@@ -222,11 +274,14 @@ class KubernetesExecutor(Executor):
 
     async def _check(self, job_id: str) -> None:
         assert self.client is not None
+        tracked = self._tracked.get(job_id)
+        if tracked is None:
+            return
         try:
-            kube_job = (await self.client.get(Job, job_name(job_id))).to_dict()
+            kube_job = (await self.client.get(Job, job_name(job_id), namespace=tracked.namespace)).to_dict()
         except ApiError as exc:
             if exc.status.code == 404:
-                self._watched.pop(job_id, None)
+                self._tracked.pop(job_id, None)
                 await self._emit(
                     JobEvent(
                         job_id,
@@ -236,30 +291,23 @@ class KubernetesExecutor(Executor):
                     )
                 )
             return
-        pods = self._our_pods(job_id)
+        pods = self.cache.pods_of(job_id)
         if pods and job_id not in self._followers:
             self._followers[job_id] = asyncio.create_task(self._follow_logs(job_id))
-        state = self._watched.get(job_id)
-        running = any(p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed") for p in pods)
-        if state is JobStatus.PENDING and running:
-            self._watched[job_id] = JobStatus.RUNNING
+        started = any(p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed") for p in pods)
+        if tracked.status is JobStatus.PENDING and started:
+            tracked.status = JobStatus.RUNNING
             await self._emit(JobEvent(job_id, JobStatus.RUNNING, attempts=len(pods)))
-        elif state is JobStatus.PENDING:
-            await self._report_waiting(job_id, pods)
-        for pod in pods:
-            for status in pod.get("status", {}).get("containerStatuses", []) or []:
-                waiting = (status.get("state") or {}).get("waiting") or {}
-                if waiting.get("reason") in (
-                    "ImagePullBackOff",
-                    "ErrImagePull",
-                    "CreateContainerConfigError",
-                    "InvalidImageName",
-                ):
-                    await self._end(
-                        job_id, JobStatus.FAILED, waiting["reason"], waiting.get("message"), None, len(pods)
-                    )
-                    await self._delete(job_id)
-                    return
+        elif tracked.status is JobStatus.PENDING:
+            await self._news(job_id, tracked, _waiting_message(pods))
+        if tracked.status is JobStatus.RUNNING and len(pods) > tracked.attempts_seen:
+            tracked.attempts_seen = len(pods)
+            await self._news(job_id, tracked, _retry_message(pods), attempts=len(pods))
+        hopeless = _hopeless_wait(pods)
+        if hopeless is not None:
+            await self._end(job_id, JobStatus.FAILED, hopeless[0], hopeless[1], None, len(pods))
+            await self._delete(job_id, tracked.namespace)
+            return
         conditions = {
             c["type"]: c
             for c in kube_job.get("status", {}).get("conditions", []) or []
@@ -268,33 +316,16 @@ class KubernetesExecutor(Executor):
         if "Complete" in conditions:
             await self._end(job_id, JobStatus.COMPLETED, None, None, 0, len(pods))
         elif "Failed" in conditions:
-            reason, message, code = self._failure(conditions["Failed"], pods)
+            reason, message, code = job_failure(conditions["Failed"], pods)
             await self._end(job_id, JobStatus.FAILED, reason, message, code, len(pods))
 
-    async def _report_waiting(self, job_id: str, pods: Sequence[dict[str, Any]]) -> None:
-        """Tell the user why the cluster has not started the pod yet (the scheduler's own words)."""
-        for pod in pods:
-            for condition in pod.get("status", {}).get("conditions", []) or []:
-                if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                    message = f"waiting in the cluster: {condition.get('message') or condition.get('reason')}"
-                    if self._messages.get(job_id) != message:
-                        self._messages[job_id] = message
-                        await self._emit(JobEvent(job_id, JobStatus.PENDING, message=message))
-                    return
-
-    @staticmethod
-    def _failure(condition: dict[str, Any], pods: Sequence[dict[str, Any]]) -> tuple[str, str, int | None]:
-        if condition.get("reason") == "DeadlineExceeded":
-            return "Timeout", "killed after its timeout", None
-        for pod in reversed(pods):
-            for status in pod.get("status", {}).get("containerStatuses", []) or []:
-                terminated = (status.get("state") or {}).get("terminated")
-                if terminated:
-                    code = terminated.get("exitCode")
-                    if terminated.get("reason") == "OOMKilled":
-                        return "OOMKilled", "killed for using more than its memory limit", code
-                    return "NonZeroExit", f"exited with code {code}", code
-        return condition.get("reason") or "Failed", condition.get("message") or "the Job failed", None
+    async def _news(
+        self, job_id: str, tracked: _Tracked, message: str | None, attempts: int | None = None
+    ) -> None:
+        if message is None or message == tracked.message:
+            return
+        tracked.message = message
+        await self._emit(JobEvent(job_id, tracked.status, message=message, attempts=attempts, news=True))
 
     async def _end(
         self,
@@ -305,14 +336,14 @@ class KubernetesExecutor(Executor):
         exit_code: int | None,
         attempts: int,
     ) -> None:
-        self._watched.pop(job_id, None)
-        self._messages.pop(job_id, None)
+        tracked = self._tracked.pop(job_id, None)
         follower = self._followers.pop(job_id, None)
         if follower is not None:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await follower
-        await self._archive_logs(job_id)
+        if tracked is not None:
+            await self._archive_logs(job_id, tracked.namespace)
         await self._emit(
             JobEvent(
                 job_id,
@@ -325,31 +356,31 @@ class KubernetesExecutor(Executor):
             )
         )
 
-    async def _archive_logs(self, job_id: str) -> None:
+    async def _archive_logs(self, job_id: str, namespace: str) -> None:
         """Write every attempt's whole output to the job's log file, before the Job's TTL removes it."""
         assert self.client is not None
         pods = [
             p.to_dict()
-            async for p in self.client.list(
-                Pod, namespace=self.namespace, labels={"gpujobs.io/job-id": job_id}
-            )
+            async for p in self.client.list(Pod, namespace=namespace, labels={JOB_ID_LABEL: job_id})
         ]
         pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
         parts = []
         for pod in pods:
-            with contextlib.suppress(ApiError):
-                parts.append(
-                    "".join(
-                        [
-                            line
-                            async for line in self.client.log(
-                                pod["metadata"]["name"], namespace=self.namespace
-                            )
-                        ]
-                    )
-                )
-        if parts:
-            self.log_path(job_id).write_text("".join(parts), encoding="utf-8")
+            for container in _containers_in_order(pod):
+                with contextlib.suppress(ApiError):
+                    lines = self.client.log(pod["metadata"]["name"], namespace=namespace, container=container)
+                    parts.append("".join([line async for line in lines]))
+        if not parts:
+            return
+        whole, path = "".join(parts), self.log_path(job_id)
+        followed = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        if whole.startswith(followed):  # the usual case: add what following missed, for live readers
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(whole[len(followed) :])
+        else:
+            partial = path.with_suffix(".partial")
+            partial.write_text(whole, encoding="utf-8")
+            partial.replace(path)
 
     async def _follow_logs(self, job_id: str) -> None:
         """Append every attempt's output to the job's log file, as it is written."""
@@ -357,49 +388,56 @@ class KubernetesExecutor(Executor):
         followed: set[str] = set()
         path = self.log_path(job_id)
         while True:
+            tracked = self._tracked.get(job_id)
             pending = [
                 p
-                for p in self._our_pods(job_id)
+                for p in self.cache.pods_of(job_id)
                 if p["metadata"]["uid"] not in followed
                 and p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed")
             ]
             if not pending:
-                if job_id not in self._watched:
+                if tracked is None:
                     return
                 await asyncio.sleep(POLL_SECONDS)
                 continue
             pod = pending[0]
             followed.add(pod["metadata"]["uid"])
+            name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+            *init, main = _containers_in_order(pod)
             with contextlib.suppress(ApiError), open(path, "a", encoding="utf-8") as handle:
-                async for line in self.client.log(
-                    pod["metadata"]["name"], namespace=self.namespace, follow=True
-                ):
+                for container in init:  # finished before the pod ran: their whole output at once
+                    async for line in self.client.log(name, namespace=namespace, container=container):
+                        handle.write(line)
+                handle.flush()
+                async for line in self.client.log(name, namespace=namespace, container=main, follow=True):
                     handle.write(line)
                     handle.flush()
 
     # --- cancelling and recovering --------------------------------------------------------------
 
-    async def _delete(self, job_id: str) -> None:
+    async def _delete(self, job_id: str, namespace: str) -> None:
         assert self.client is not None
         with contextlib.suppress(ApiError):
             await self.client.delete(
-                Job, job_name(job_id), namespace=self.namespace, cascade=CascadeType.BACKGROUND
+                Job, job_name(job_id), namespace=namespace, cascade=CascadeType.BACKGROUND
             )
 
     async def cancel(self, job: JobRecord) -> None:
-        self._watched.pop(job.job_id, None)
-        await self._delete(job.job_id)
+        tracked = self._tracked.pop(job.job_id, None)
+        await self._delete(job.job_id, tracked.namespace if tracked else self.namespace_of(job.user))
 
     async def recover(self, active_jobs: Sequence[JobRecord]) -> None:
         assert self.client is not None
-        existing = {
-            item.to_dict()["metadata"].get("labels", {}).get("gpujobs.io/job-id")
-            async for item in self.client.list(Job, labels=dict(MANAGED_BY))
-        }
+        # With per-user namespaces our Jobs may be anywhere; with one namespace, they are there.
+        where = "*" if self.settings.kube_namespace_template else self.settings.kube_namespace
+        existing: dict[str, str] = {}  # job id → namespace
+        async for item in self.client.list(Job, namespace=where, labels=dict(MANAGED_BY)):
+            metadata = item.to_dict()["metadata"]
+            existing[metadata.get("labels", {}).get(JOB_ID_LABEL, "")] = metadata.get("namespace", "")
         for job in active_jobs:
             if job.job_id in existing:
                 self.log_path(job.job_id).unlink(missing_ok=True)  # rewritten from the pods' full logs
-                self._watched[job.job_id] = job.status
+                self._tracked[job.job_id] = _Tracked(job.status, existing[job.job_id])
             elif job.status is JobStatus.PENDING:
                 await self._emit(JobEvent(job.job_id, JobStatus.QUEUED, message="requeued after a restart"))
             else:
@@ -420,3 +458,67 @@ class KubernetesExecutor(Executor):
                 await task
         if self.client is not None:
             await self.client.close()
+
+
+# --- reading pods: pure ---------------------------------------------------------------------------------
+
+
+def _waiting_message(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why the cluster has not started the pod yet, in its scheduler's own words."""
+    for pod in pods:
+        for condition in pod.get("status", {}).get("conditions", []) or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return f"waiting in the cluster: {condition.get('message') or condition.get('reason')}"
+    return None
+
+
+def _retry_message(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """What ended the previous attempt, now that the Job has started another."""
+    if len(pods) < 2:
+        return None
+    previous = pods[-2].get("status", {})
+    why = previous.get("reason") or "it failed"
+    if previous.get("message"):
+        why = f"{why}: {previous['message']}"
+    return f"attempt {len(pods)} started; attempt {len(pods) - 1} ended ({why})"
+
+
+def _containers_in_order(pod: Mapping[str, Any]) -> list[str]:
+    """The containers whose output makes the job's log: init containers (pip's output says why
+    requirements failed), then the job's own."""
+    spec = pod.get("spec", {})
+    return [c["name"] for c in spec.get("initContainers", []) or []] + [spec["containers"][0]["name"]]
+
+
+def _hopeless_wait(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str | None] | None:
+    for pod in pods:
+        for status in pod.get("status", {}).get("containerStatuses", []) or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in HOPELESS_WAITS:
+                return waiting["reason"], waiting.get("message")
+    return None
+
+
+def job_failure(
+    condition: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
+) -> tuple[str, str, int | None]:
+    """(reason, message, exit code) of a failed Job, from its Failed condition and its last pod."""
+    if condition.get("reason") == "DeadlineExceeded":
+        return "Timeout", "killed after its timeout", None
+    for pod in reversed(pods):
+        status = pod.get("status", {})
+        if status.get("reason") == "Evicted":
+            return "Evicted", status.get("message") or "the node evicted the pod", None
+        for container in status.get("initContainerStatuses", []) or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if terminated.get("exitCode"):
+                code = terminated["exitCode"]
+                return "RequirementsFailed", f"installing the requirements failed (exit code {code})", None
+        for container in status.get("containerStatuses", []) or []:
+            terminated = (container.get("state") or {}).get("terminated")
+            if terminated:
+                code = terminated.get("exitCode")
+                if terminated.get("reason") == "OOMKilled":
+                    return "OOMKilled", "killed for using more than its memory limit", code
+                return "NonZeroExit", f"exited with code {code}", code
+    return condition.get("reason") or "Failed", condition.get("message") or "the Job failed", None

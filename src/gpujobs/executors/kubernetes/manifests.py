@@ -264,3 +264,20 @@ def job_manifest(job: JobRecord, template: JobTemplate, placement: Placement = P
         },
         "spec": job_spec,
     }
+
+
+def namespace_manifest(name: str, username: str) -> dict[str, Any]:
+    """A user's namespace, created by gpujobs when configured to: Pod Security *restricted* enforced."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                **MANAGED_BY,
+                "gpujobs.io/user": label_value(username),
+                "pod-security.kubernetes.io/enforce": "restricted",
+            },
+            "annotations": {"gpujobs.io/user": username},
+        },
+    }

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,14 +100,10 @@ def _ready(node: Mapping[str, Any]) -> bool:
 
 
 def kube_node(
-    node: Mapping[str, Any],
-    pods: Iterable[Mapping[str, Any]] = (),
-    *,
-    aliases: Mapping[str, str] | None = None,
-    is_ours: Any = None,
+    node: Mapping[str, Any], *, aliases: Mapping[str, str] | None = None, used_by_others: int = 0
 ) -> KubeNode:
-    """Inventory of one node.  ``pods`` are those bound to it; ``is_ours(pod)`` tells gpujobs' own
-    pods (whose GPUs the store already accounts for) from the others."""
+    """Inventory of one node.  ``used_by_others``: GPUs held by pods bound to it that are not gpujobs'
+    (gpujobs' own are accounted for by the store)."""
     metadata, status = node.get("metadata", {}), node.get("status", {})
     labels = dict(metadata.get("labels") or {})
     allocatable = status.get("allocatable", {})
@@ -132,11 +128,6 @@ def kube_node(
         cpu = parse_cpu(str(allocatable.get("cpu", "0")))
     except QuantityError:
         cpu = 0.0
-    used_by_others = 0
-    for pod in pods:
-        if pod.get("status", {}).get("phase") in TERMINAL_PHASES or (is_ours and is_ours(pod)):
-            continue
-        used_by_others += sum(pod_gpu_request(pod, resource) for resource in GPU_RESOURCES)
     generic = Node(
         name=metadata.get("name", ""),
         devices=tuple(devices),

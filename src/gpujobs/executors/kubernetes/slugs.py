@@ -44,3 +44,10 @@ def script_configmap_name(job_id: str) -> str:
 def label_value(text: str) -> str:
     """A label value (≤ 63 characters, alphanumeric at both ends)."""
     return safe_slug(text)
+
+
+def namespace_for(template: str, username: str) -> str:
+    """A user's namespace from a template such as ``gpujobs-{username}``: the user's slug, shortened
+    (with its hash) so that the whole stays a DNS label."""
+    room = 63 - len(template.replace("{username}", ""))
+    return template.replace("{username}", safe_slug(username, room))

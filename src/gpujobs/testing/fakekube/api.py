@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -35,7 +36,7 @@ class Faults:
 
     errors: int = 0  # the next N requests answer 500
     delay_seconds: float = 0.0
-    drop_watches: bool = False
+    drop_watches: bool = False  # watches break off mid-stream (and new ones at once) while set
     # (method, path, query) of every request, for tests that check what clients did
     requests: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -74,6 +75,26 @@ def _matches(obj: dict[str, Any], label_selector: str | None, field_selector: st
         if key == "metadata.name" and obj["metadata"]["name"] != value:
             return False
     return True
+
+
+def _node_field(field_selector: str | None) -> str | None:
+    """The node of a ``spec.nodeName=NODE`` field selector (answered from the store's index)."""
+    for term in filter(None, (field_selector or "").split(",")):
+        key, _, value = term.partition("=")
+        if key == "spec.nodeName":
+            return value
+    return None
+
+
+def _encode_continue(key: tuple[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+def _decode_continue(token: str | None) -> tuple[str, str] | None:
+    if not token:
+        return None
+    namespace, name = json.loads(base64.urlsafe_b64decode(token.encode()))
+    return (namespace, name)
 
 
 def build_app(store: Store, simulator: Simulator, faults: Faults) -> Starlette:
@@ -128,6 +149,8 @@ def build_app(store: Store, simulator: Simulator, faults: Faults) -> Starlette:
         body = await request.json()
         body.setdefault("apiVersion", group)
         body.setdefault("kind", kind)
+        if namespace and store.get("Namespace", "", namespace) is None:
+            return status(404, "NotFound", f'namespaces "{namespace}" not found')
         if kind == "Pod":
             body.setdefault("status", {"phase": "Pending", "conditions": []})
         try:
@@ -159,14 +182,18 @@ def build_app(store: Store, simulator: Simulator, faults: Faults) -> Starlette:
                 ),
                 media_type="application/json",
             )
-        items = store.list(kind, namespace, lambda o: _matches(o, labels, fields))
+        node = _node_field(fields) if kind == "Pod" else None
+        limit = int(params["limit"]) if params.get("limit", "").isdigit() else None
+        after = _decode_continue(params.get("continue"))
+        items = store.list(
+            kind, namespace, lambda o: _matches(o, labels, fields), node=node, after=after, limit=limit
+        )
+        metadata = {"resourceVersion": str(store.rv)}
+        if limit and len(items) == limit:
+            last = items[-1]["metadata"]
+            metadata["continue"] = _encode_continue((last.get("namespace", ""), last["name"]))
         return JSONResponse(
-            {
-                "kind": f"{kind}List",
-                "apiVersion": group,
-                "metadata": {"resourceVersion": str(store.rv)},
-                "items": items,
-            }
+            {"kind": f"{kind}List", "apiVersion": group, "metadata": metadata, "items": items}
         )
 
     async def watch(
@@ -174,7 +201,9 @@ def build_app(store: Store, simulator: Simulator, faults: Faults) -> Starlette:
     ) -> AsyncIterator[bytes]:
         deadline = asyncio.get_running_loop().time() + timeout
         position = since
-        while asyncio.get_running_loop().time() < deadline and not faults.drop_watches:
+        while asyncio.get_running_loop().time() < deadline:
+            if faults.drop_watches:  # the connection breaks: the client sees an incomplete body
+                raise ConnectionResetError("injected: watch connection dropped")
             try:
                 events = store.events_since(position)
             except Gone:

@@ -90,6 +90,7 @@ class Simulator:
         self.grace = grace_seconds
         self.processes: dict[str, asyncio.subprocess.Process] = {}  # pod uid → its running container
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._seen_rv = -1
 
     async def run(self) -> None:
         while True:
@@ -101,8 +102,12 @@ class Simulator:
 
     async def step(self) -> None:
         await self._jobs()
-        await self._schedule()
-        await self._kubelet()
+        # Scheduling and starting pods only have work when something changed: with 100,000 pods in
+        # the store (bench/gpu_status.py), scanning them every tick would starve everything else.
+        if self.store.rv != self._seen_rv:
+            self._seen_rv = self.store.rv
+            await self._schedule()
+            await self._kubelet()
 
     # --- Job controller ------------------------------------------------------------------------------
 
@@ -219,17 +224,17 @@ class Simulator:
     # --- scheduler --------------------------------------------------------------------------------------
 
     async def _schedule(self) -> None:
-        pending = self.store.list(
-            "Pod",
-            None,
-            lambda p: not p["spec"].get("nodeName") and p.get("status", {}).get("phase") == "Pending",
-        )
+        pending = [
+            copy.deepcopy(p)
+            for p in self.store.scan("Pod")
+            if not p["spec"].get("nodeName") and p.get("status", {}).get("phase") == "Pending"
+        ]
         if not pending:
             return
         nodes = self.store.list("Node")
         used: dict[str, dict[str, float]] = {n["metadata"]["name"]: {} for n in nodes}
-        for pod in self.store.list("Pod", None, lambda p: bool(p["spec"].get("nodeName"))):
-            if pod.get("status", {}).get("phase") in TERMINAL:
+        for pod in self.store.scan("Pod"):
+            if not pod["spec"].get("nodeName") or pod.get("status", {}).get("phase") in TERMINAL:
                 continue
             for kind, amount in pod_requests(pod).items():
                 bucket = used.setdefault(pod["spec"]["nodeName"], {})
@@ -292,14 +297,12 @@ class Simulator:
     # --- kubelet ----------------------------------------------------------------------------------------
 
     async def _kubelet(self) -> None:
-        for pod in self.store.list(
-            "Pod",
-            None,
-            lambda p: bool(p["spec"].get("nodeName")) and p.get("status", {}).get("phase") == "Pending",
-        ):
+        for pod in list(self.store.scan("Pod")):
+            if not pod["spec"].get("nodeName") or pod.get("status", {}).get("phase") != "Pending":
+                continue
             uid = pod["metadata"]["uid"]
             if uid not in self.tasks and self._volumes_ready(pod):
-                self.tasks[uid] = asyncio.create_task(self._run_pod(pod))
+                self.tasks[uid] = asyncio.create_task(self._run_pod(copy.deepcopy(pod)))
 
     def _volumes_ready(self, pod: Mapping[str, Any]) -> bool:
         """Like a kubelet, wait (ContainerCreating) until every ConfigMap the pod mounts exists."""
@@ -423,9 +426,32 @@ class Simulator:
             ]
             await self.store.update("Pod", namespace, pod)
             return
+        init_statuses = []
         for init in pod["spec"].get("initContainers", []):
+            started = now_iso()
             code, reason = await self._run_container(pod, init)
+            init_statuses.append(
+                {
+                    "name": init["name"],
+                    "ready": code == 0,
+                    "restartCount": 0,
+                    "image": init.get("image", ""),
+                    "imageID": "",
+                    "state": {
+                        "terminated": {
+                            "exitCode": code,
+                            "reason": reason,
+                            "startedAt": started,
+                            "finishedAt": now_iso(),
+                        }
+                    },
+                }
+            )
             if code != 0:
+                current = self.store.get("Pod", namespace, name)
+                if current is not None and current["status"].get("phase") not in TERMINAL:
+                    current["status"]["initContainerStatuses"] = init_statuses
+                    await self.store.update("Pod", namespace, current)
                 await self._terminate(namespace, name, "Failed", main["name"], 0, "Init:Error", code)
                 return
         current = self.store.get("Pod", namespace, name)
@@ -435,6 +461,7 @@ class Simulator:
         current["status"].update(
             phase="Running",
             startTime=started,
+            initContainerStatuses=init_statuses,
             containerStatuses=[
                 {
                     "name": main["name"],
@@ -498,6 +525,39 @@ class Simulator:
             except asyncio.TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
+
+    # --- faults tests inject ------------------------------------------------------------------------------
+
+    async def evict(
+        self, namespace: str, name: str, message: str = "The node was low on resource: memory."
+    ) -> bool:
+        """Evict a running pod as a kubelet under node pressure does: Failed, reason Evicted, with the
+        DisruptionTarget condition a Job's podFailurePolicy can ignore."""
+        pod = self.store.get("Pod", namespace, name)
+        if pod is None or pod["status"].get("phase") in TERMINAL:
+            return False
+        pod["status"].update(phase="Failed", reason="Evicted", message=message)
+        _put_condition(pod, "DisruptionTarget", "True", "TerminationByKubelet", message)
+        await self.store.update("Pod", namespace, pod)
+        await self.kill_pod(pod)
+        return True
+
+    async def set_node(self, name: str, *, ready: bool | None = None, cordoned: bool | None = None) -> None:
+        """Make a node NotReady (or Ready again), cordon or uncordon it."""
+        node = self.store.get("Node", "", name)
+        if node is None:
+            raise KeyError(name)
+        if ready is not None:
+            _put_condition(
+                node,
+                "Ready",
+                "True" if ready else "False",
+                "KubeletReady" if ready else "NodeStatusUnknown",
+                "",
+            )
+        if cordoned is not None:
+            node["spec"]["unschedulable"] = cordoned
+        await self.store.update("Node", "", node)
 
     async def stop(self) -> None:
         for process in list(self.processes.values()):

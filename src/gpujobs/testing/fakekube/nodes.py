@@ -76,3 +76,49 @@ def node_objects(spec: str, *, cpu: str = "32", memory: str = "256Gi") -> list[d
                 }
             )
     return nodes
+
+
+def other_pods(nodes: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """``count`` running pods that are not gpujobs', spread over ``nodes`` like a busy cluster's:
+    mostly daemons and services without GPUs, and on every other GPU node a workload (a notebook
+    server, a training run) holding half its GPUs.  They have no process: they only take room."""
+    pods: list[dict[str, Any]] = []
+    holders: set[str] = set()
+    for index in range(count):
+        node = nodes[index % len(nodes)]
+        name = node["metadata"]["name"]
+        gpus = int(node["status"]["allocatable"].get("nvidia.com/gpu", "0"))
+        resources: dict[str, Any] = {"requests": {"cpu": "100m", "memory": "128Mi"}}
+        tolerations = []
+        node_index = index % len(nodes)
+        if gpus and node_index % 2 == 0 and name not in holders:
+            holders.add(name)
+            share = str(max(1, gpus // 2))
+            resources = {
+                "requests": {"cpu": "1", "nvidia.com/gpu": share},
+                "limits": {"nvidia.com/gpu": share},
+            }
+            tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        pods.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"workload-{index}",
+                    "labels": {"app.kubernetes.io/name": "other-workload"},
+                },
+                "spec": {
+                    "nodeName": name,
+                    "containers": [
+                        {"name": "main", "image": "registry.example/other:1", "resources": resources}
+                    ],
+                    "tolerations": tolerations,
+                },
+                "status": {
+                    "phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                    "startTime": "2026-01-01T00:00:00Z",
+                },
+            }
+        )
+    return pods

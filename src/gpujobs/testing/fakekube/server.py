@@ -16,7 +16,7 @@ import yaml
 from ..processes import free_port, wait_for
 from .api import Faults, build_app
 from .controllers import Simulator
-from .nodes import node_objects
+from .nodes import node_objects, other_pods
 from .store import Store
 
 
@@ -46,6 +46,7 @@ class FakeCluster:
         port: int | None = None,
         work_dir: Path | None = None,
         claims: Mapping[str, str] | None = None,
+        other_pods: int = 0,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -53,6 +54,7 @@ class FakeCluster:
         self.faults = Faults()
         self._nodes = nodes
         self._claims = claims
+        self._other_pods = other_pods
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.store: Store | None = None
@@ -61,9 +63,12 @@ class FakeCluster:
 
     async def _main(self) -> None:
         self.store = Store()
-        for node in node_objects(self._nodes):
+        nodes = node_objects(self._nodes)
+        for node in nodes:
             await self.store.create("Node", "", node)
-        for name in ("default", "gpujobs"):
+        if self._other_pods:
+            self.store.load("Pod", "workloads", other_pods(nodes, self._other_pods))
+        for name in ("default", "gpujobs", "workloads"):
             await self.store.create("Namespace", "", {"metadata": {"name": name}})
         self.simulator = Simulator(self.store, work_dir=self.work_dir, claims=self._claims)
         app = build_app(self.store, self.simulator, self.faults)
@@ -103,6 +108,15 @@ class FakeCluster:
         """Run a coroutine on the cluster's loop (tests use it to cordon nodes, compact history, ...)."""
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+
+    def compact(self) -> None:
+        """Forget the event history: the next watch from before now gets 410 Gone."""
+
+        async def run() -> None:
+            assert self.store is not None
+            self.store.compact()
+
+        self.call(run())
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         path.write_text(yaml.safe_dump(kubeconfig(self.url, namespace)))
