@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from gpujobs.testing.fakehub import FakeHub
 from gpujobs.testing.processes import ServiceProcess, free_port, wait_for
@@ -150,3 +151,52 @@ def tiny_wheel_folder(folder: Path) -> Path:
             wheel.writestr(path, text)
         wheel.writestr(f"{name}-{version}.dist-info/RECORD", "\n".join(record) + "\n")
     return folder
+
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICE_TOKEN = "fake-cluster-token"  # what the kubeconfig of the simulated cluster gives the service
+
+
+def rbac_grants(path: Path) -> set[tuple[str, str, str | None]]:
+    """(resource, verb, namespace) the Roles and ClusterRoles in a manifest grant; namespace None for a
+    ClusterRole (every namespace, and cluster-scoped resources)."""
+    grants = set()
+    for document in yaml.safe_load_all(path.read_text()):
+        if document and document["kind"] in ("ClusterRole", "Role"):
+            namespace = document["metadata"].get("namespace") if document["kind"] == "Role" else None
+            for rule in document["rules"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        grants.add((resource, verb, namespace))
+    return grants
+
+
+def service_calls(requests: list[tuple[str, str, str, str]]) -> set[tuple[str, str, str | None]]:
+    """(resource, verb, namespace) of every call the service made (known by its token) to the simulated
+    cluster; namespace None for a call across namespaces or on a cluster-scoped resource."""
+    calls = set()
+    for method, path, query, token in requests:
+        parts = [p for p in path.split("/") if p]
+        if token != SERVICE_TOKEN or not parts or parts[0] not in ("api", "apis"):
+            continue
+        rest = parts[2:] if parts[0] == "api" else parts[3:]
+        namespace = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            namespace, rest = rest[1], rest[2:]
+        resource = rest[0] + ("/" + rest[2] if len(rest) > 2 else "")
+        verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch"}.get(method) or (
+            "watch" if "watch=" in query else "get" if len(rest) > 1 else "list"
+        )
+        calls.add((resource, verb, namespace))
+    return calls
+
+
+def assert_rbac_is_exact(path: Path, requests: list[tuple[str, str, str, str]]) -> None:
+    """Every call the service made is granted by the manifest, and every rule there was used."""
+    grants = rbac_grants(path)
+    calls = service_calls(requests)
+    for resource, verb, namespace in calls:
+        assert (resource, verb, None) in grants or (namespace and (resource, verb, namespace) in grants), (
+            f"{verb} {resource} in {namespace or 'the whole cluster'} is not granted by {path.name}"
+        )
+    assert {(r, v) for r, v, _ in grants} == {(r, v) for r, v, _ in calls}, "a rule is never used"

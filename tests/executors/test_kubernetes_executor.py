@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gpujobs.testing.fakekube.server import FakeCluster
-from helpers import Api, pid_alive, script, tiny_wheel_folder, wait_for
+from helpers import REPO, Api, assert_rbac_is_exact, pid_alive, script, tiny_wheel_folder, wait_for
 
 WAIT_FOR_FILE = "import os, time\nwhile not os.path.exists({path!r}):\n    time.sleep(0.02)\n"
 
@@ -226,7 +226,7 @@ def test_the_cache_survives_dropped_watches_compaction_and_api_errors(
 ) -> None:
     def node_watches() -> int:
         return sum(
-            1 for _, path, query in cluster.faults.requests if path == "/api/v1/nodes" and "watch" in query
+            1 for _, path, query, _ in cluster.faults.requests if path == "/api/v1/nodes" and "watch" in query
         )
 
     before = node_watches()
@@ -272,40 +272,4 @@ def test_a_restart_reattaches_to_running_jobs(alice: Api, module_world, tmp_path
 def test_rbac_allows_exactly_what_the_executor_does(cluster: FakeCluster) -> None:
     """Every call the service made in these tests is allowed by deploy/kubernetes/rbac.yaml, and every
     rule there is used."""
-    import yaml
-
-    rbac = [
-        d
-        for d in yaml.safe_load_all(
-            (Path(__file__).resolve().parents[2] / "deploy/kubernetes/rbac.yaml").read_text()
-        )
-        if d
-    ]
-    allowed: set[tuple[str, str, bool]] = set()  # (resource, verb, cluster-wide)
-    for document in rbac:
-        if document["kind"] in ("ClusterRole", "Role"):
-            for rule in document["rules"]:
-                for resource in rule["resources"]:
-                    for verb in rule["verbs"]:
-                        allowed.add((resource, verb, document["kind"] == "ClusterRole"))
-    used: set[tuple[str, str, bool]] = set()
-    for method, path, query in cluster.faults.requests:
-        parts = [p for p in path.split("/") if p]
-        if not parts or parts[0] not in ("api", "apis") or "/namespaces/default/" in path:
-            continue  # not the service's (the tests' own pod lives in "default")
-        rest = parts[2:] if parts[0] == "api" else parts[3:]
-        cluster_wide = rest[0] != "namespaces" or len(rest) < 3
-        if not cluster_wide:
-            rest = rest[2:]
-        resource = rest[0] + ("/" + rest[2] if len(rest) > 2 else "")
-        named = len(rest) > 1
-        verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch"}.get(method) or (
-            "watch" if "watch=" in query else "get" if named else "list"
-        )
-        used.add((resource, verb, cluster_wide))
-    service_calls = used
-    for resource, verb, cluster_wide in service_calls:
-        assert (resource, verb, True) in allowed or (
-            not cluster_wide and (resource, verb, False) in allowed
-        ), f"{verb} {resource} ({'cluster' if cluster_wide else 'namespace'}) is not granted"
-    assert {(r, v) for r, v, _ in allowed} == {(r, v) for r, v, _ in service_calls}  # nothing unused
+    assert_rbac_is_exact(REPO / "deploy/kubernetes/rbac.yaml", cluster.faults.requests)

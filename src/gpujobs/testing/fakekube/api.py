@@ -37,8 +37,8 @@ class Faults:
     errors: int = 0  # the next N requests answer 500
     delay_seconds: float = 0.0
     drop_watches: bool = False  # watches break off mid-stream (and new ones at once) while set
-    # (method, path, query) of every request, for tests that check what clients did
-    requests: list[tuple[str, str, str]] = field(default_factory=list)
+    # (method, path, query, bearer token) of every request, for tests that check what clients did
+    requests: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 def status(code: int, reason: str, message: str) -> JSONResponse:
@@ -99,7 +99,8 @@ def _decode_continue(token: str | None) -> tuple[str, str] | None:
 
 def build_app(store: Store, simulator: Simulator, faults: Faults) -> Starlette:
     async def handle(request: Request) -> Response:
-        faults.requests.append((request.method, request.url.path, request.url.query))
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        faults.requests.append((request.method, request.url.path, request.url.query, token))
         if faults.delay_seconds:
             await asyncio.sleep(faults.delay_seconds)
         if faults.errors > 0:
