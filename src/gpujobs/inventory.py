@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -56,3 +57,11 @@ class Inventory:
             ),
             default=0,
         )
+
+
+def slots_held_by_others(node: Node, ours: Collection[str], count: int) -> list[str]:
+    """Which of a node's device slots to show as held by ``count`` GPUs of other workloads: of those
+    gpujobs' own jobs do not hold, the highest indices (Kubernetes does not say which physical GPUs)."""
+    if not count:
+        return []
+    return [d.index for d in reversed(node.devices) if d.index not in ours][:count]

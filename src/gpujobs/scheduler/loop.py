@@ -21,7 +21,7 @@ from ..config import Settings
 from ..errors import IllegalTransition
 from ..executors.base import Executor, LaunchError
 from ..gputypes import normalise_gpu_type
-from ..inventory import Inventory
+from ..inventory import Inventory, slots_held_by_others
 from ..models import JobStatus
 from ..quotas import policy_quota, resolve
 from ..store import JobRecord, Store
@@ -64,8 +64,7 @@ def external_devices(
     for node in inventory.nodes:
         count = holds.get(node.name, 0)
         if count:
-            free = [d.index for d in node.devices if d.index not in ours[node.name]]
-            held[node.name] = free[::-1][:count]
+            held[node.name] = slots_held_by_others(node, ours[node.name], count)
     return held
 
 
@@ -189,9 +188,10 @@ class SchedulerLoop:
 
     async def cycle(self) -> Decision:
         queued = self.queue.entries()
-        if self.settings.admission_paused:
-            # Nothing is admitted; job views answer from the queue index (see ``waiting_for``).
-            self.waiting = {}
+        if self.settings.admission_paused or not queued:
+            # Nothing to admit (job views of a paused queue answer from its index: ``waiting_for``);
+            # on a 5,000-node cluster an empty cycle would still cost the API tens of milliseconds.
+            self.waiting, self.queued_demand = {}, {}
             self.cycles += 1
             return Decision(admissions=(), waiting=())
         active = await self.store.read(lambda s: repo.jobs_in(s, JobStatus.active()))

@@ -25,10 +25,13 @@ def _now() -> str:
 
 
 def envelope(
-    data: BaseModel | dict[str, Any] | None, message: str, status: int = 200, success: bool = True
+    data: BaseModel | dict[str, Any] | bytes | None, message: str, status: int = 200, success: bool = True
 ) -> Response:
-    """``{"success", "data", "message", "timestamp"}``, serialised without a second pass through pydantic."""
-    if isinstance(data, BaseModel):
+    """``{"success", "data", "message", "timestamp"}``, serialised without a second pass through pydantic
+    (``data`` as bytes: JSON already made)."""
+    if isinstance(data, bytes):
+        body = data
+    elif isinstance(data, BaseModel):
         body = data.model_dump_json().encode()
     else:
         body = json.dumps(data, default=str).encode()

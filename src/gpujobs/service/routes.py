@@ -16,9 +16,8 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, ValidationError
 
 from ..errors import Forbidden, InvalidSpec
-from ..gpustatus import build_gpu_status, holders
+from ..gpustatus import holders
 from ..models import Envelope, GpuStatus, JobList, JobLogs, JobSpec, JobStatus, JobView
-from ..scheduler.loop import external_devices
 from ..store import repository as repo
 from .auth import HubUser, token_from_header
 from .responses import envelope, failure
@@ -68,13 +67,16 @@ async def gpu_status(
     user: User, rt: Rt, nodes: Annotated[bool, Query(description="Include the per-node list.")] = True
 ) -> Response:
     """GPUs in all, per type (with the demand of queued jobs) and per node/device."""
-    active = await rt.store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
+    active = await rt.jobs.active_jobs()
     inventory = rt.executor.inventory()
-    external = external_devices(inventory, active, rt.executor.external_holds())
-    status = build_gpu_status(
-        inventory, active, rt.scheduler.queued_demand, include_nodes=nodes, external=external
+    status = rt.gpu_status.render(
+        inventory,
+        active,
+        rt.scheduler.queued_demand,
+        include_nodes=nodes,
+        holds=rt.executor.external_holds(),
     )
-    return envelope(status, f"{status.available_gpus} of {status.total_gpus} GPUs available")
+    return envelope(status.body, f"{status.available_gpus} of {status.total_gpus} GPUs available")
 
 
 _SPEC_BODY = {

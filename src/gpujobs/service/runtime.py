@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import Settings
 from ..executors.base import Executor
+from ..gpustatus import GpuStatusCache
 from ..scheduler.loop import SchedulerLoop
 from ..store import Store
 from .auth import HubAuthenticator
@@ -23,3 +24,4 @@ class Runtime:
     auth: HubAuthenticator
     metrics: Metrics
     version: str
+    gpu_status: GpuStatusCache = field(default_factory=GpuStatusCache)

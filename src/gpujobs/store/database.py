@@ -114,6 +114,7 @@ def _resolve(outcome: _Outcome) -> None:
 class _Writer:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
+        self.generation = 0  # committed batches so far: a reader that saw the same number saw the same data
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="gpujobs-store-writer", daemon=True)
         self._thread.start()
@@ -166,6 +167,7 @@ class _Writer:
             )
             _settle([(waiter, None, failure) for _work, waiter in batch])
             return
+        self.generation += 1
         _settle(outcomes)
 
     @staticmethod
@@ -213,6 +215,11 @@ class Store:
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._writer.submit(_NewJob(values), waiter)
         return repository.record_of(await waiter, values)
+
+    @property
+    def generation(self) -> int:
+        """Changes after every write this store commits (it is the only writer of its database)."""
+        return self._writer.generation
 
     async def read(self, work: Callable[[Session], T]) -> T:
         return await asyncio.to_thread(self.read_sync, work)

@@ -273,9 +273,14 @@ def build_app(store: Store, simulator: Simulator, faults: Faults) -> Starlette:
     async def version(_request: Request) -> Response:
         return JSONResponse({"major": "1", "minor": "31", "gitVersion": "v1.31.0-gpujobs-fake"})
 
+    async def stats(_request: Request) -> Response:
+        """Not Kubernetes: how many API calls clients made (benchmarks check that gpu-status makes none)."""
+        return JSONResponse({"requests": len(faults.requests), "objects": store.rv})
+
     return Starlette(
         routes=[
             Route("/version", version),
+            Route("/fake/stats", stats),
             Route("/{path:path}", handle, methods=["GET", "POST", "PATCH", "DELETE", "PUT"]),
         ]
     )

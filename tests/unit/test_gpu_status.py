@@ -1,0 +1,89 @@
+"""The gpu-status answer: what it counts, and that the remembering renderer answers exactly as the
+plain definition does, however the cluster and the jobs change between questions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timezone
+
+from gpujobs.gpustatus import GpuStatusCache, build_gpu_status
+from gpujobs.inventory import Device, Inventory, Node
+from gpujobs.scheduler.loop import external_devices
+from gpujobs.store.repository import new_job_values, record_of
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def node(name: str, gpu_type: str = "a100-80gb", gpus: int = 4, **extra: object) -> Node:
+    devices = tuple(Device(index=str(i), gpu_type=gpu_type, product=gpu_type.upper()) for i in range(gpus))
+    return Node(name=name, devices=devices, **extra)  # type: ignore[arg-type]
+
+
+def running(job_id: str, on: str, *gpus: str):
+    values = new_job_values(
+        job_id=job_id, user="alice", groups=[], name=job_id, priority="normal", gpu_required=True,
+        gpu_count=len(gpus), gpu_type="any", cpu_request=0.0, spec={}, created_at=NOW,
+    )  # fmt: skip
+    values.update(status="running", node=on, gpus=list(gpus))
+    return record_of(1, values)
+
+
+def inventory(*nodes: Node) -> Inventory:
+    return Inventory(nodes=nodes, source="kubernetes", updated_at=NOW)
+
+
+def test_counts_per_type_and_per_node() -> None:
+    inv = inventory(node("a"), node("b", "t4-16gb", 2), node("c", ready=False))
+    status = build_gpu_status(
+        inv, [running("j1", "a", "0", "1")], {"t4-16gb": 3, "any": 1}, external={"b": ["1"]}
+    )
+    summary = {t.gpu_type: (t.total, t.available, t.used, t.queued_demand) for t in status.gpu_types}
+    # "c" is NotReady: its GPUs are neither free nor used; "any" shows demand only.
+    assert summary == {"a100-80gb": (8, 2, 2, 0), "t4-16gb": (2, 1, 1, 3), "any": (0, 0, 0, 1)}
+    b = next(n for n in status.gpu_nodes if n.name == "b")
+    assert [d.job_id for d in b.devices] == [None, "other-workloads"]
+
+
+def test_the_cache_answers_as_the_definition_does_through_changes() -> None:
+    cache = GpuStatusCache()
+    nodes = [node(f"n{i}", "a100-80gb" if i % 2 else "t4-16gb", 4) for i in range(6)]
+    active = [running("j1", "n1", "0")]
+    demand: dict[str, int] = {}
+    holds = {"n2": 1, "n1": 4}  # n1: one of its four GPUs is our job's, so three can be the others'
+
+    def check(inv: Inventory) -> None:
+        external = external_devices(inv, active, holds)
+        for include_nodes in (True, False):
+            rendered = cache.render(inv, active, demand, include_nodes=include_nodes, holds=holds)
+            expected = build_gpu_status(inv, active, demand, include_nodes=include_nodes, external=external)
+            assert json.loads(rendered.body) == json.loads(expected.model_dump_json())
+            assert rendered.body == expected.model_dump_json().encode()
+            assert (rendered.total_gpus, rendered.available_gpus) == (
+                expected.total_gpus,
+                expected.available_gpus,
+            )
+
+    first = inventory(*nodes)
+    check(first)
+    check(first)  # asked again: the same
+    active = [*active, running("j2", "n3", "1", "2")]
+    check(first)  # a job started
+    demand = {"a100": 2}
+    check(first)  # demand changed
+    nodes[4] = dataclasses.replace(nodes[4], schedulable=False)
+    holds = {"n1": 1}
+    check(inventory(*nodes))  # a node was cordoned and another workload ended
+    check(inventory(*nodes[:3]))  # nodes went away
+    active = []
+    check(inventory(*nodes[:3]))
+
+
+def test_the_cache_does_not_build_twice_for_the_same_question() -> None:
+    cache = GpuStatusCache()
+    inv = inventory(node("a"), node("b"))
+    first = cache.render(inv, [], {}, include_nodes=True, holds={})
+    assert cache.render(inv, [], {}, include_nodes=True, holds={}) is first
+    other = cache.render(inventory(*inv.nodes), [], {}, include_nodes=True, holds={})  # a new inventory
+    assert other is not first and other.body == first.body
+    assert cache.render(inv, [], {}, include_nodes=True, holds={"a": 1}).available_gpus == 7
