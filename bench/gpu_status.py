@@ -136,6 +136,7 @@ class Churn:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Churn:
+        self.started = time.perf_counter()
         if self.rate > 0:
             self._thread.start()
         return self
@@ -144,6 +145,7 @@ class Churn:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        self.achieved = self.events / (time.perf_counter() - self.started)  # the API server sets the pace
         if self.events % 2:  # end as it began: the last pod started goes
             name = f"churn-{self.events // 2}"
             httpx.delete(f"{self.cluster}/api/v1/namespaces/workloads/pods/{name}").raise_for_status()
@@ -259,8 +261,7 @@ def main() -> None:
         "full_p50_ms": round(percentile(full, 0.5), 2),
         "full_p99_ms": round(percentile(full, 0.99), 2),
         "full_bytes": full_size,
-        "churn_events_per_s": options.churn,
-        "churn_events": churn.events,
+        "churn_events_per_s": round(churn.achieved, 1),
         "churn_summary_p50_ms": round(percentile(churn_summary, 0.5), 2),
         "churn_summary_p99_ms": round(percentile(churn_summary, 0.99), 2),
         "churn_full_p50_ms": round(percentile(churn_full, 0.5), 2),
@@ -278,7 +279,8 @@ def main() -> None:
     )
     print(f"gpujobs full list: p50 {figures['full_p50_ms']} ms, p99 {figures['full_p99_ms']} ms (target 50)")
     print(
-        f"with {options.churn:g} GPU-holding pod events/s: summary p50 {figures['churn_summary_p50_ms']} ms, "
+        f"with {churn.achieved:.1f} GPU-holding pod events/s: "
+        f"summary p50 {figures['churn_summary_p50_ms']} ms, "
         f"p99 {figures['churn_summary_p99_ms']} ms; full p50 {figures['churn_full_p50_ms']} ms, "
         f"p99 {figures['churn_full_p99_ms']} ms"
     )
