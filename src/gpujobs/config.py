@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     kube_home_claim_template: str | None = Field(
         "claim-{username}", description="Users' home PVC (Zero to JupyterHub's naming); empty for none."
     )
+    kube_user_slug_scheme: Literal["safe", "escape"] = Field(
+        "safe",
+        description="How {username} expands in kube_home_claim_template: as KubeSpawner's slug_scheme "
+        "('safe', KubeSpawner 7+; 'escape', the legacy scheme).",
+    )
     kube_shared_claim: str | None = Field(None, description="A PVC mounted at /shared in every job.")
 
     auth_cache_seconds: float = 60.0

@@ -3,6 +3,7 @@ the official schemas with kubernetes-validate, strict, for 1.31 and the newest v
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from gpujobs.executors.kubernetes.manifests import (
     script_configmap,
 )
 from gpujobs.executors.kubernetes.nodes import kube_node, pod_gpu_request
-from gpujobs.executors.kubernetes.slugs import job_name, namespace_for, safe_slug
+from gpujobs.executors.kubernetes.slugs import job_name, kubespawner_slug, namespace_for, safe_slug
 from gpujobs.gputypes import satisfies
 from gpujobs.store.repository import new_job_values, record_of
 
@@ -107,6 +108,37 @@ def cache_with(nodes: list[dict], pods: list[dict]) -> ClusterCache:
 )
 def test_slugs(raw: str, slug: str) -> None:
     assert safe_slug(raw) == slug
+
+
+@pytest.mark.parametrize(
+    ("name", "safe", "escaped"),
+    [  # KubeSpawner's documented examples: a job must mount the claim the notebook server has
+        ("username", "username", "username"),
+        ("has-hyphen", "has-hyphen", "has-2dhyphen"),
+        ("Capital", "capital---1a1cf792", "-43apital"),
+        ("user@email.com", "user-email-com---0925f997", "user-40email-2ecom"),
+        (
+            "a-very-long-name-that-is-too-long-for-sixty-four-character-labels",
+            "a-very-long-name-that-is-too-long-for---29ac5fd2",
+            "a-2dvery-2dlong-2dname-2dthat-2dis-2dtoo-2dlong-2dfor-2dsixty-2dfour-2dcharacter-2dlabels",
+        ),
+        ("ALLCAPS", "allcaps---27c6794c", "-41-4c-4c-43-41-50-53"),
+        ("9z9", "x-9z9---224de202", "9z9"),
+        ("user-_@_emailß.com", "user-email-com---7e3a7efd", "user-2d-5f-40-5femail-c3-9f-2ecom"),
+    ],
+)
+def test_home_claims_are_named_as_kubespawner_names_them(name: str, safe: str, escaped: str) -> None:
+    assert kubespawner_slug(name) == safe
+    assert kubespawner_slug(name, "escape") == escaped
+    manifest = job_manifest(
+        job(name="x"), JobTemplate(namespace="ns"), placement_for("any", [], satisfies=satisfies)
+    )
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in manifest["spec"]["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == ["claim-alice-example-org---cfd44c4f"]
 
 
 def test_per_user_namespaces_are_dns_labels() -> None:
@@ -249,7 +281,7 @@ def test_the_job_manifest() -> None:
     (init,) = pod_spec["initContainers"]
     assert init["command"][-1] == "numpy>=1.26" and "--target" in init["command"]
     claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod_spec["volumes"]}
-    assert claims["home"] == "claim-alice-example-org-cfd44c4f" and claims["shared"] == "shared-data"
+    assert claims["home"] == "claim-alice-example-org---cfd44c4f" and claims["shared"] == "shared-data"
 
 
 def test_a_script_file_job_and_a_cpu_job() -> None:
@@ -322,3 +354,37 @@ def test_a_failed_job_says_why_in_words_a_person_can_act_on(
 ) -> None:
     reason, message, code = job_failure(condition, [{"status": status}])
     assert (reason, code) == expected and message
+
+
+# --- snapshots -----------------------------------------------------------------------------------------
+
+SNAPSHOT = Path(__file__).with_name("snapshots") / "kubernetes-objects.yaml"
+
+
+def test_the_objects_a_job_becomes_match_the_reviewed_snapshot() -> None:
+    """Any change to what gpujobs sends the cluster shows as a diff of this file in review.  After a
+    deliberate change: GPUJOBS_UPDATE_SNAPSHOTS=1 pytest tests/unit/test_kubernetes_parts.py"""
+    template = JobTemplate(namespace="gpujobs-alice", shared_claim="shared-data")
+    record = job(
+        gpu_count=1,
+        gpu_type="t4",
+        memory_limit="8Gi",
+        retries=1,
+        timeout_seconds=600,
+        requirements=["numpy>=1.26"],
+        environment={"MY_VAR": "1"},
+    )
+    nodes = [kube_node(gfd_node("t1", gpus=4, product="Tesla-T4"))]
+    created = {"metadata": {"name": "gpujob-0123456789abcdef", "uid": "11111111-2222-3333-4444-555555555555"}}
+    objects = [
+        namespace_manifest("gpujobs-alice", record.user),
+        job_manifest(record, template, placement_for("t4", nodes, satisfies=satisfies)),
+        owned_by(script_configmap(record, template) or {}, created),
+    ]
+    text = yaml.safe_dump_all(objects, sort_keys=True)
+    if os.environ.get("GPUJOBS_UPDATE_SNAPSHOTS"):
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(text)
+    assert text == SNAPSHOT.read_text()
+    for obj in objects:
+        validate(obj)

@@ -117,6 +117,7 @@ class KubernetesExecutor(Executor):
             image_gpu=settings.kube_image_gpu,
             run_as_user=settings.kube_run_as_user,
             home_claim_template=settings.kube_home_claim_template,
+            user_slug_scheme=settings.kube_user_slug_scheme,
             shared_claim=settings.kube_shared_claim,
             pip_extra_args=tuple(settings.pip_extra_args),
         )

@@ -16,7 +16,7 @@ from ...models import JobSpec
 from ...quantities import parse_cpu
 from ...store.records import JobRecord
 from .nodes import KubeNode
-from .slugs import job_name, label_value, safe_slug, script_configmap_name
+from .slugs import job_name, kubespawner_slug, label_value, script_configmap_name
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "gpujobs"}
 SCRIPT_DIR = "/gpujobs/script"
@@ -36,6 +36,7 @@ class JobTemplate:
     run_as_group: int = 100
     gpu_resource: str = "nvidia.com/gpu"
     home_claim_template: str | None = "claim-{username}"  # Zero to JupyterHub's per-user PVC
+    user_slug_scheme: str = "safe"  # how KubeSpawner turns user names into object names
     home_mount_path: str = "/home/jovyan"
     shared_claim: str | None = None
     shared_mount_path: str = "/shared"
@@ -173,7 +174,9 @@ def job_manifest(job: JobRecord, template: JobTemplate, placement: Placement = P
         assert spec.script_path is not None
         script = spec.script_path
     if template.home_claim_template:
-        claim = template.home_claim_template.format(username=safe_slug(job.user))
+        # Expanded as KubeSpawner expands it, so the job mounts the notebook server's own claim.
+        user = kubespawner_slug(job.user, template.user_slug_scheme)
+        claim = template.home_claim_template.format(username=user, servername="")
         volumes.append({"name": "home", "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": "home", "mountPath": template.home_mount_path})
     if template.shared_claim:
@@ -248,7 +251,7 @@ def job_manifest(job: JobRecord, template: JobTemplate, placement: Placement = P
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
             ]
         },
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
     }
     timeout = spec.timeout_seconds or job.timeout_seconds
     if timeout:
