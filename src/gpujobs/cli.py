@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--gpu-type", default=None, help="any, a family (a100) or a sized type (a100-80gb)")
     submit.add_argument("--cpu", default=None, help="CPU cores, e.g. 4 or 500m")
     submit.add_argument("--memory", default=None, help="memory, e.g. 8Gi")
-    submit.add_argument("--priority", choices=["low", "normal", "high"], default=None)
+    submit.add_argument(
+        "--priority", default=None, help="a priority the service knows (by default: low, normal, high)"
+    )
     submit.add_argument(
         "--requirement", "-r", action="append", default=[], help="PEP 508 requirement (repeatable)"
     )

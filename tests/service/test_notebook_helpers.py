@@ -15,7 +15,14 @@ from helpers import wait_for
 
 @pytest.fixture(scope="module")
 def client(module_world) -> Client:
-    service = module_world.start("--simulate-gpus", "a100-80gb:2,t4:1")
+    service = module_world.start(
+        "--simulate-gpus",
+        "a100-80gb:2,t4:1",
+        env={
+            "GPUJOBS_PRIORITIES": '{"batch": 0, "standard": 1, "urgent": 5}',
+            "GPUJOBS_DEFAULT_PRIORITY": "standard",
+        },
+    )
     (module_world.homes / "alice" / "hello.py").write_text("print('hello from the form')\n")
     token = module_world.hub.add_user("alice")
     return Client(env={"GPUJOBS_URL": service.url, "JUPYTERHUB_API_TOKEN": token})
@@ -32,6 +39,17 @@ def test_the_panel_shows_gpu_status_per_type(panel: Panel) -> None:
     assert "3 of 3 GPUs free" in panel.gpus.summary.value
     assert "a100-80gb" in panel.gpus.table.value and "t4" in panel.gpus.table.value
     assert list(panel.form.gpu_type.options) == ["any", "a100-80gb", "t4"]
+
+
+def test_the_form_offers_the_priorities_the_service_is_configured_with(panel: Panel, client: Client) -> None:
+    assert list(panel.form.priority.options) == ["batch", "standard", "urgent"]
+    assert panel.form.priority.value == "standard"
+    panel.form.script.value = "hello.py"
+    panel.form.gpus.value = 0
+    panel.form.priority.value = "urgent"
+    panel.form.submit_button.click()
+    job_id = panel.form.message.value.split("<code>")[1].split("</code>")[0]
+    assert client.job(job_id).status()["priority"] == "urgent"
 
 
 def test_submitting_through_the_form_adds_the_job_to_the_table(panel: Panel, client: Client) -> None:

@@ -135,6 +135,12 @@ class Client:
 
     # --- the API --------------------------------------------------------------------------------
 
+    def service_info(self) -> dict[str, Any]:
+        """The service's health and settings a client offers: ``{"executor", "priorities",
+        "default_priority", "queued", "running", "version", ...}``."""
+        result: dict[str, Any] = self._request("GET", "healthz")
+        return result
+
     def gpu_status(self, *, nodes: bool = True) -> dict[str, Any]:
         """Totals, per type and per node: ``{"total_gpus", "available_gpus", "gpu_types", ...}``."""
         result: dict[str, Any] = self._request(

@@ -10,6 +10,7 @@ background thread, so the kernel stays free.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import threading
@@ -122,6 +123,13 @@ class SubmitForm(W.VBox):
         }
         rows = [W.HBox([inputs[field], self.errors[field]]) for field in self.FIELDS]
         super().__init__([*rows[:1], self.name, *rows[1:], W.HBox([self.submit_button, self.message])])
+
+    def set_priorities(self, names: list[str], default: str) -> None:
+        """The service's priority names (its configuration decides them), lowest first."""
+        if names and list(self.priority.options) != names:
+            current = self.priority.value
+            self.priority.options = names
+            self.priority.value = current if current in names else (default if default in names else names[0])
 
     def set_gpu_types(self, types: list[str]) -> None:
         options = ["any", *sorted(set(types))]
@@ -272,6 +280,9 @@ class Panel(W.VBox):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         super().__init__([W.HTML("<h3>gpujobs</h3>"), self.gpus, self.banner, self.tabs])
+        with contextlib.suppress(ApiError):  # an old service without them: the form keeps its defaults
+            info = self.client.service_info()
+            self.form.set_priorities(info.get("priorities") or [], info.get("default_priority") or "")
         self.refresh()
         if autostart:
             self.start()

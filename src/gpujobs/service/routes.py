@@ -284,6 +284,9 @@ async def healthz(rt: Rt) -> Response:
             "queued": counts[JobStatus.QUEUED],
             "running": counts[JobStatus.RUNNING],
             "version": rt.version,
+            # What a submit form offers: the configured names, lowest level first.
+            "priorities": sorted(rt.settings.priorities, key=rt.settings.priorities.__getitem__),
+            "default_priority": rt.settings.default_priority,
         },
         "ok",
     )
