@@ -90,7 +90,10 @@ def pod(gpus: int, *, phase: str = "Running", init: int = 0, ours: bool = False,
 def cache_with(nodes: list[dict], pods: list[dict]) -> ClusterCache:
     cache = ClusterCache()
     cache.replace_nodes(nodes)
-    cache.replace_pods((f"uid-{i}", pod_usage(p), p if is_ours(p) else None) for i, p in enumerate(pods))
+    cache.replace_pods(
+        (f"uid-{i}", pod_usage(p), p if is_ours(p["metadata"]["labels"]) else None)
+        for i, p in enumerate(pods)
+    )
     return cache
 
 

@@ -19,8 +19,8 @@ from .nodes import GPU_RESOURCES, TERMINAL_PHASES, KubeNode, kube_node, pod_gpu_
 JOB_ID_LABEL = "gpujobs.io/job-id"
 
 
-def is_ours(pod: Mapping[str, Any]) -> bool:
-    labels = pod.get("metadata", {}).get("labels") or {}
+def is_ours(labels: Mapping[str, str]) -> bool:
+    """Whether a pod with these labels runs a gpujobs job."""
     return labels.get("app.kubernetes.io/managed-by") == "gpujobs" and JOB_ID_LABEL in labels
 
 
@@ -37,7 +37,8 @@ def pod_usage(pod: Mapping[str, Any]) -> PodUsage:
     node = pod.get("spec", {}).get("nodeName") or ""
     finished = (pod.get("status") or {}).get("phase") in TERMINAL_PHASES
     gpus = 0 if finished else sum(pod_gpu_request(pod, resource) for resource in GPU_RESOURCES)
-    job_id = pod["metadata"].get("labels", {}).get(JOB_ID_LABEL) if is_ours(pod) else None
+    labels = pod.get("metadata", {}).get("labels") or {}
+    job_id = labels[JOB_ID_LABEL] if is_ours(labels) else None
     return PodUsage(node, gpus, job_id)
 
 

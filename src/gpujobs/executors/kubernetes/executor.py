@@ -37,7 +37,7 @@ from ...inventory import Inventory
 from ...models import JobStatus
 from ...store.records import JobRecord
 from ..base import EventSink, Executor, JobEvent, LaunchError
-from .cache import JOB_ID_LABEL, ClusterCache, PodUsage, pod_usage
+from .cache import JOB_ID_LABEL, ClusterCache, PodUsage, is_ours, pod_usage
 from .manifests import (
     MANAGED_BY,
     JobTemplate,
@@ -88,7 +88,7 @@ def _pod_entry(pod: Pod) -> tuple[str, PodUsage, dict[str, Any] | None]:
     """(uid, usage, the whole pod when it is one of ours)."""
     uid = str(pod.metadata.uid if pod.metadata else "")
     labels = (pod.metadata.labels if pod.metadata else None) or {}
-    if labels.get("app.kubernetes.io/managed-by") == "gpujobs" and JOB_ID_LABEL in labels:
+    if is_ours(labels):
         whole = pod.to_dict()
         return uid, pod_usage(whole), whole
     return uid, pod_usage(_slim_pod(pod)), None
