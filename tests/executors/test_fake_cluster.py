@@ -236,3 +236,81 @@ def test_image_pull_backoff_and_injected_errors(api: httpx.Client, cluster: Fake
     cluster.faults.errors = 1
     assert api.get("/api/v1/nodes").status_code == 500
     assert api.get("/api/v1/nodes").status_code == 200
+
+
+def test_a_busy_cluster_lists_in_pages_and_selects_pods_by_node(tmp_path: Path) -> None:
+    busy = FakeCluster("t4:4x3,cpu:0x1", work_dir=tmp_path / "cluster", other_pods=25).start()
+    try:
+        with httpx.Client(base_url=busy.url, timeout=30) as client:
+            names, versions, token = [], set(), None
+            while True:
+                page = client.get(
+                    "/api/v1/pods", params={"limit": 10, **({"continue": token} if token else {})}
+                )
+                body = page.json()
+                names += [p["metadata"]["name"] for p in body["items"]]
+                versions.add(body["metadata"]["resourceVersion"])
+                token = body["metadata"].get("continue")
+                if not token:
+                    break
+                # A change between pages: the list still answers with its first page's version.
+                client.post(
+                    "/api/v1/namespaces/default/configmaps", json={"metadata": {"name": f"c{len(names)}"}}
+                )
+            assert sorted(names) == sorted(f"workload-{i}" for i in range(25)) and len(versions) == 1
+            on_node = client.get("/api/v1/pods", params={"fieldSelector": "spec.nodeName=t4-node-0"}).json()
+            assert {p["spec"]["nodeName"] for p in on_node["items"]} == {"t4-node-0"}
+            assert len(on_node["items"]) == 7  # workload-0, -4, -8, ... -24
+            node = client.get("/api/v1/nodes/t4-node-0").json()
+            held = sum(
+                int(p["spec"]["containers"][0]["resources"].get("limits", {}).get("nvidia.com/gpu", 0))
+                for p in on_node["items"]
+            )
+            assert held == 2 and node["status"]["allocatable"]["nvidia.com/gpu"] == "4"  # half its GPUs
+    finally:
+        busy.stop()
+
+
+def test_nodes_go_not_ready_or_cordoned_and_pods_get_evicted(api: httpx.Client, cluster: FakeCluster) -> None:
+    cluster.call(cluster.simulator.set_node("t4-node-0", ready=False))
+    try:
+        name, _ = submit(api, "print(1)", gpu_count=1, gpu_type="t4")
+        pod = wait_for(lambda: _pod_condition(api, name, "PodScheduled"), what="the scheduler's verdict")
+        assert pod["status"] == "False" and "node(s) were not ready" in pod["message"]
+    finally:
+        cluster.call(cluster.simulator.set_node("t4-node-0", ready=True))
+    wait_for(lambda: _job_condition(api, name) == "Complete", what="the job to run once the node is back")
+    long, _ = submit(api, "import time; time.sleep(300)")
+    running = wait_for(lambda: _running_pod(api, long), what="the pod to run")
+    assert cluster.call(cluster.simulator.evict(NS, running["metadata"]["name"]))
+    evicted = api.get(f"/api/v1/namespaces/{NS}/pods/{running['metadata']['name']}").json()["status"]
+    assert (evicted["phase"], evicted["reason"]) == ("Failed", "Evicted")
+    assert any(c["type"] == "DisruptionTarget" for c in evicted["conditions"])
+    # The Job's podFailurePolicy ignores the disruption: a new pod, and no failure counted.
+    wait_for(lambda: _running_pod(api, long, exclude=running["metadata"]["name"]), what="a replacement pod")
+    assert api.get(f"{JOBS}/{long}").json()["status"].get("failed", 0) == 0
+    api.delete(f"{JOBS}/{long}")
+
+
+def _pod_condition(api: httpx.Client, job: str, kind: str) -> dict | None:
+    for pod in api.get(f"/api/v1/namespaces/{NS}/pods", params={"labelSelector": f"job-name={job}"}).json()[
+        "items"
+    ]:
+        for condition in pod["status"].get("conditions", []):
+            if condition["type"] == kind:
+                return condition
+    return None
+
+
+def _job_condition(api: httpx.Client, job: str) -> str | None:
+    conditions = api.get(f"{JOBS}/{job}").json().get("status", {}).get("conditions", [])
+    return next((c["type"] for c in conditions if c["status"] == "True"), None)
+
+
+def _running_pod(api: httpx.Client, job: str, exclude: str = "") -> dict | None:
+    pods = api.get(f"/api/v1/namespaces/{NS}/pods", params={"labelSelector": f"job-name={job}"}).json()[
+        "items"
+    ]
+    return next(
+        (p for p in pods if p["status"]["phase"] == "Running" and p["metadata"]["name"] != exclude), None
+    )

@@ -86,15 +86,17 @@ def _node_field(field_selector: str | None) -> str | None:
     return None
 
 
-def _encode_continue(key: tuple[str, str]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+def _encode_continue(key: tuple[str, str], rv: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([*key, rv]).encode()).decode()
 
 
-def _decode_continue(token: str | None) -> tuple[str, str] | None:
+def _decode_continue(token: str | None) -> tuple[tuple[str, str] | None, str | None]:
+    """(the last key listed, the list's resourceVersion): every page of a list answers with its first
+    page's resourceVersion, so a watch from there misses nothing that changed while paging."""
     if not token:
-        return None
-    namespace, name = json.loads(base64.urlsafe_b64decode(token.encode()))
-    return (namespace, name)
+        return None, None
+    namespace, name, rv = json.loads(base64.urlsafe_b64decode(token.encode()))
+    return (namespace, name), rv
 
 
 def build_app(store: Store, simulator: Simulator, faults: Faults) -> Starlette:
@@ -185,14 +187,15 @@ def build_app(store: Store, simulator: Simulator, faults: Faults) -> Starlette:
             )
         node = _node_field(fields) if kind == "Pod" else None
         limit = int(params["limit"]) if params.get("limit", "").isdigit() else None
-        after = _decode_continue(params.get("continue"))
+        after, list_rv = _decode_continue(params.get("continue"))
+        list_rv = list_rv or str(store.rv)
         items = store.list(
             kind, namespace, lambda o: _matches(o, labels, fields), node=node, after=after, limit=limit
         )
-        metadata = {"resourceVersion": str(store.rv)}
+        metadata = {"resourceVersion": list_rv}
         if limit and len(items) == limit:
             last = items[-1]["metadata"]
-            metadata["continue"] = _encode_continue((last.get("namespace", ""), last["name"]))
+            metadata["continue"] = _encode_continue((last.get("namespace", ""), last["name"]), list_rv)
         return JSONResponse(
             {"kind": f"{kind}List", "apiVersion": group, "metadata": metadata, "items": items}
         )
