@@ -150,7 +150,7 @@ class RenderedStatus:
 @dataclass(frozen=True)
 class _Remembered:
     node: Node
-    signature: tuple[Any, ...]  # what holds its GPUs: (GPUs held by others, our jobs' devices)
+    signature: tuple[Any, ...]  # what holds its GPUs: (others' devices per type, our jobs' devices)
     part: _NodePart
     fragment: bytes  # its entry in gpu_nodes, as JSON
 
@@ -177,14 +177,20 @@ class GpuStatusCache:
         queued_demand: Mapping[str, int],
         *,
         include_nodes: bool,
-        holds: Mapping[str, int],
+        holds: Mapping[str, Mapping[str, int]],
     ) -> RenderedStatus:
-        """``holds``: per node, how many GPUs workloads that are not gpujobs jobs hold (which slots they
-        are shown in is ``slots_held_by_others``, as the scheduler counts them)."""
+        """``holds``: per node, how many devices of each type workloads that are not gpujobs jobs hold
+        (which slots they are shown in is ``slots_held_by_others``, as the scheduler counts them)."""
         held_by_jobs = tuple((job.job_id, job.node, tuple(job.gpus)) for job in active_jobs if job.node)
-        key = (held_by_jobs, dict(holds), dict(queued_demand))
-        if self._last is None or self._last[0] is not inventory or self._last[1:] != key:
-            self._last = (inventory, *key)
+        key = (held_by_jobs, dict(queued_demand))
+        # ``holds`` is compared by identity first: executors hand out a new mapping when it changes.
+        if (
+            self._last is None
+            or self._last[0] is not inventory
+            or (self._last[1] is not holds and self._last[1] != holds)
+            or self._last[2:] != key
+        ):
+            self._last = (inventory, holds, *key)
             self._answers = {}
             self._update(inventory, active_jobs, holds)
         answer = self._answers.get(include_nodes)
@@ -193,13 +199,14 @@ class GpuStatusCache:
         return answer
 
     def _update(
-        self, inventory: Inventory, active_jobs: Sequence[JobRecord], holds: Mapping[str, int]
+        self, inventory: Inventory, active_jobs: Sequence[JobRecord], holds: Mapping[str, Mapping[str, int]]
     ) -> None:
         ours = _by_node(holders(active_jobs))
         before, after = self._nodes, {}
         for node in inventory.nodes:
             on_node = ours.get(node.name)
-            signature = (holds.get(node.name, 0), tuple(sorted(on_node.items())) if on_node else ())
+            by_others = holds.get(node.name) or {}
+            signature = (tuple(sorted(by_others.items())), tuple(sorted(on_node.items())) if on_node else ())
             known = before.pop(node.name, None)
             if known is not None and known.node is node and known.signature == signature:
                 after[node.name] = known
@@ -207,7 +214,7 @@ class GpuStatusCache:
             if known is not None:
                 self._count(known.part, -1)
             held = dict(on_node or {})
-            for index in slots_held_by_others(node, held, signature[0]):
+            for index in slots_held_by_others(node, held, by_others):
                 held[index] = OTHER_WORKLOADS
             part = _node_part(node, held)
             after[node.name] = _Remembered(node, signature, part, part.view.model_dump_json().encode())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -59,9 +59,12 @@ class Inventory:
         )
 
 
-def slots_held_by_others(node: Node, ours: Collection[str], count: int) -> list[str]:
-    """Which of a node's device slots to show as held by ``count`` GPUs of other workloads: of those
-    gpujobs' own jobs do not hold, the highest indices (Kubernetes does not say which physical GPUs)."""
-    if not count:
-        return []
-    return [d.index for d in reversed(node.devices) if d.index not in ours][:count]
+def slots_held_by_others(node: Node, ours: Collection[str], holds: Mapping[str, int]) -> list[str]:
+    """Which of a node's device slots to show as held by other workloads, ``holds`` devices of each
+    type: of the slots of that type gpujobs' own jobs do not hold, the highest indices (Kubernetes does
+    not say which physical GPUs a pod got)."""
+    slots: list[str] = []
+    for gpu_type, count in holds.items():
+        free = [d.index for d in reversed(node.devices) if d.gpu_type == gpu_type and d.index not in ours]
+        slots += free[:count]
+    return slots

@@ -50,7 +50,8 @@ def test_the_cache_answers_as_the_definition_does_through_changes() -> None:
     nodes = [node(f"n{i}", "a100-80gb" if i % 2 else "t4-16gb", 4) for i in range(6)]
     active = [running("j1", "n1", "0")]
     demand: dict[str, int] = {}
-    holds = {"n2": 1, "n1": 4}  # n1: one of its four GPUs is our job's, so three can be the others'
+    # n1: one of its four GPUs is our job's, so three can be the others'
+    holds = {"n2": {"t4-16gb": 1}, "n1": {"a100-80gb": 4}}
 
     def check(inv: Inventory) -> None:
         external = external_devices(inv, active, holds)
@@ -72,7 +73,7 @@ def test_the_cache_answers_as_the_definition_does_through_changes() -> None:
     demand = {"a100": 2}
     check(first)  # demand changed
     nodes[4] = dataclasses.replace(nodes[4], schedulable=False)
-    holds = {"n1": 1}
+    holds = {"n1": {"a100-80gb": 1}}
     check(inventory(*nodes))  # a node was cordoned and another workload ended
     check(inventory(*nodes[:3]))  # nodes went away
     active = []
@@ -86,4 +87,4 @@ def test_the_cache_does_not_build_twice_for_the_same_question() -> None:
     assert cache.render(inv, [], {}, include_nodes=True, holds={}) is first
     other = cache.render(inventory(*inv.nodes), [], {}, include_nodes=True, holds={})  # a new inventory
     assert other is not first and other.body == first.body
-    assert cache.render(inv, [], {}, include_nodes=True, holds={"a": 1}).available_gpus == 7
+    assert cache.render(inv, [], {}, include_nodes=True, holds={"a": {"a100-80gb": 1}}).available_gpus == 7

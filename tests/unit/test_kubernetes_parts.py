@@ -25,6 +25,7 @@ from gpujobs.executors.kubernetes.manifests import (
 from gpujobs.executors.kubernetes.nodes import kube_node, pod_gpu_request
 from gpujobs.executors.kubernetes.slugs import job_name, kubespawner_slug, namespace_for, safe_slug
 from gpujobs.gputypes import satisfies
+from gpujobs.inventory import slots_held_by_others
 from gpujobs.store.repository import new_job_values, record_of
 
 VERSIONS = ["1.31.0", kubernetes_validate.latest_version()]
@@ -168,7 +169,7 @@ def test_gpus_come_from_allocatable_and_the_type_from_labels() -> None:
     assert len(inventory.node.devices) == 8  # allocatable, not capacity (9)
     assert {d.gpu_type for d in inventory.node.devices} == {"a100-80gb"}
     # The notebook's 2; ours are in the store; finished pods hold none.
-    assert cache.held_by_others() == {"gpu-1": 2}
+    assert cache.held_by_others() == {"gpu-1": {"a100-80gb": 2}}
     assert [p["spec"]["containers"] for p in cache.pods_of("j1")] == [pod(1)["spec"]["containers"]]
     assert inventory.type_label == "nvidia.com/gpu.product"
     assert inventory.node.cpu_cores == 95.5
@@ -196,9 +197,9 @@ def test_the_cache_follows_events_node_by_node() -> None:
     assert cache.inventory() is first  # nothing changed: the same answer, not rebuilt
     notebook = pod(3, node="gpu-2")
     cache.pod_event("ADDED", "nb", pod_usage(notebook), None)
-    assert cache.held_by_others() == {"gpu-1": 2, "gpu-2": 3}
+    assert cache.held_by_others() == {"gpu-1": {"a100-80gb": 2}, "gpu-2": {"a100-80gb": 3}}
     cache.pod_event("MODIFIED", "nb", pod_usage(pod(3, node="gpu-2", phase="Succeeded")), None)
-    assert cache.held_by_others() == {"gpu-1": 2}
+    assert cache.held_by_others() == {"gpu-1": {"a100-80gb": 2}}
     cache.pod_event("DELETED", "uid-0", pod_usage(pod(2)), None)
     assert cache.held_by_others() == {}
     cache.pod_event("ADDED", "idle", pod_usage(pod(0, node="gpu-1")), None)  # holds no GPU
@@ -209,6 +210,22 @@ def test_the_cache_follows_events_node_by_node() -> None:
     assert [n.name for n in cache.inventory().nodes if n.offers] == ["gpu-1"]
     cache.node_event("DELETED", gfd_node("gpu-1"))
     assert [n.name for n in cache.inventory().nodes] == ["gpu-2"]
+
+
+def test_mig_slices_held_by_other_pods_count_as_their_own_type() -> None:
+    node = gfd_node(gpus=1)
+    node["status"]["allocatable"].update({"nvidia.com/mig-1g.10gb": "7"})
+    notebook = pod(0)
+    notebook["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/mig-1g.10gb": "2"}}
+    cache = cache_with([node], [notebook, pod(1)])
+    assert cache.held_by_others() == {"gpu-1": {"a100-mig-1g.10gb": 2, "a100-80gb": 1}}
+    (kube,) = cache.kube_nodes()
+    held = slots_held_by_others(kube.node, set(), kube.held_by_others)
+    assert sorted(kube.node.devices[int(i)].gpu_type for i in held) == [
+        "a100-80gb",
+        "a100-mig-1g.10gb",
+        "a100-mig-1g.10gb",
+    ]
 
 
 def test_init_containers_count_as_kube_scheduler_counts_them() -> None:

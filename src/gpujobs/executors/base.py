@@ -39,7 +39,7 @@ Events carry: status, reason (``NonZeroExit``, ``OOMKilled``, ``Timeout``, ``Can
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -79,8 +79,9 @@ class Executor(abc.ABC):
     def __init__(self, on_event: EventSink) -> None:
         self._emit = on_event
 
-    def external_holds(self) -> dict[str, int]:
-        """GPUs per node held by workloads that are not gpujobs jobs (none on the local executor)."""
+    def external_holds(self) -> Mapping[str, Mapping[str, int]]:
+        """Per node, how many devices of each type workloads that are not gpujobs jobs hold (a notebook
+        server's GPU, another team's pod; none on the local executor)."""
         return {}
 
     @abc.abstractmethod

@@ -52,24 +52,23 @@ def running_of(job: JobRecord) -> Running:
 
 
 def external_devices(
-    inventory: Inventory, active: Sequence[JobRecord], holds: Mapping[str, int]
+    inventory: Inventory, active: Sequence[JobRecord], holds: Mapping[str, Mapping[str, int]]
 ) -> dict[str, list[str]]:
-    """Which device slots to count as held by other workloads: per node, that many of the slots our
-    own jobs do not hold, from the highest index down (Kubernetes does not say which physical GPUs)."""
+    """Which device slots to count as held by other workloads (``holds``: per node, devices per type):
+    of the slots of each type our own jobs do not hold, the highest indices."""
     ours: dict[str, set[str]] = defaultdict(set)
     for job in active:
         if job.node:
             ours[job.node].update(job.gpus)
     held: dict[str, list[str]] = {}
     for node in inventory.nodes:
-        count = holds.get(node.name, 0)
-        if count:
-            held[node.name] = slots_held_by_others(node, ours[node.name], count)
+        if holds.get(node.name):
+            held[node.name] = slots_held_by_others(node, ours[node.name], holds[node.name])
     return held
 
 
 def external_running(
-    inventory: Inventory, active: Sequence[JobRecord], holds: Mapping[str, int]
+    inventory: Inventory, active: Sequence[JobRecord], holds: Mapping[str, Mapping[str, int]]
 ) -> list[Running]:
     return [
         Running(job_id=f"other-workloads@{node}", user="", node=node, gpus=tuple(gpus), gpu_count=len(gpus))

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ...inventory import Inventory
-from .nodes import GPU_RESOURCES, TERMINAL_PHASES, KubeNode, kube_node, pod_gpu_request
+from .nodes import TERMINAL_PHASES, KubeNode, kube_node, pod_gpu_requests
 
 JOB_ID_LABEL = "gpujobs.io/job-id"
 
@@ -29,14 +29,14 @@ class PodUsage:
     """What a pod means for the inventory: the node it is bound to and the GPUs it holds there."""
 
     node: str
-    gpus: int
+    gpus: tuple[tuple[str, int], ...]  # (GPU resource, count) it holds; none once it has finished
     job_id: str | None = None  # set for gpujobs' own pods (the store accounts for their GPUs)
 
 
 def pod_usage(pod: Mapping[str, Any]) -> PodUsage:
     node = pod.get("spec", {}).get("nodeName") or ""
     finished = (pod.get("status") or {}).get("phase") in TERMINAL_PHASES
-    gpus = 0 if finished else sum(pod_gpu_request(pod, resource) for resource in GPU_RESOURCES)
+    gpus = () if finished else tuple(pod_gpu_requests(pod).items())
     labels = pod.get("metadata", {}).get("labels") or {}
     job_id = labels[JOB_ID_LABEL] if is_ours(labels) else None
     return PodUsage(node, gpus, job_id)
@@ -51,10 +51,10 @@ class ClusterCache:
         self._nodes: dict[str, Mapping[str, Any]] = {}
         self._kube_nodes: dict[str, KubeNode] = {}
         self._usage: dict[str, PodUsage] = {}  # pod uid → usage
-        self._held_by_others: dict[str, int] = {}  # node → GPUs other workloads' pods hold
+        self._held_by_others: dict[str, dict[str, int]] = {}  # node → GPU resources other pods hold
         self._ours: dict[str, dict[str, Mapping[str, Any]]] = {}  # job id → pod uid → pod
         self._inventory: Inventory | None = None  # both rebuilt on demand after a change
-        self._held: dict[str, int] | None = None
+        self._held: dict[str, Mapping[str, int]] | None = None
 
     # --- events ------------------------------------------------------------------------------------
 
@@ -97,7 +97,9 @@ class ClusterCache:
         if usage.job_id is not None:
             self._ours.setdefault(usage.job_id, {})[uid] = whole or {}
         elif usage.gpus and usage.node:
-            self._held_by_others[usage.node] = self._held_by_others.get(usage.node, 0) + usage.gpus
+            held = self._held_by_others.setdefault(usage.node, {})
+            for resource, count in usage.gpus:
+                held[resource] = held.get(resource, 0) + count
 
     def _remove(self, uid: str) -> PodUsage | None:
         usage = self._usage.pop(uid, None)
@@ -109,16 +111,18 @@ class ClusterCache:
             if not pods:
                 self._ours.pop(usage.job_id, None)
         elif usage.gpus and usage.node:
-            left = self._held_by_others.get(usage.node, 0) - usage.gpus
-            if left > 0:
-                self._held_by_others[usage.node] = left
-            else:
+            held = self._held_by_others.get(usage.node, {})
+            for resource, count in usage.gpus:
+                held[resource] = held.get(resource, 0) - count
+                if held[resource] <= 0:
+                    del held[resource]
+            if not held:
                 self._held_by_others.pop(usage.node, None)
         return usage
 
     def _kube_node(self, name: str) -> KubeNode:
         return kube_node(
-            self._nodes[name], aliases=self.aliases, used_by_others=self._held_by_others.get(name, 0)
+            self._nodes[name], aliases=self.aliases, used_by_others=self._held_by_others.get(name)
         )
 
     # --- questions ---------------------------------------------------------------------------------
@@ -136,13 +140,12 @@ class ClusterCache:
     def kube_nodes(self) -> list[KubeNode]:
         return list(self._kube_nodes.values())
 
-    def held_by_others(self) -> dict[str, int]:
-        """GPUs per node held by pods that are not gpujobs jobs (notebook servers, other workloads)."""
+    def held_by_others(self) -> dict[str, Mapping[str, int]]:
+        """Per node, the devices (per type) held by pods that are not gpujobs jobs (notebook servers,
+        other workloads)."""
         if self._held is None:
             self._held = {
-                name: kube.gpus_used_by_others
-                for name, kube in self._kube_nodes.items()
-                if kube.gpus_used_by_others
+                name: kube.held_by_others for name, kube in self._kube_nodes.items() if kube.held_by_others
             }
         return self._held
 

@@ -194,7 +194,7 @@ class KubernetesExecutor(Executor):
     def inventory(self) -> Inventory:
         return self.cache.inventory()
 
-    def external_holds(self) -> dict[str, int]:
+    def external_holds(self) -> Mapping[str, Mapping[str, int]]:
         return self.cache.held_by_others()
 
     # --- launching ------------------------------------------------------------------------------

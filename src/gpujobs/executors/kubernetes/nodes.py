@@ -56,7 +56,8 @@ class KubeNode:
     labels: Mapping[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
     type_label: str | None = None  # the label key that names its GPU type
-    gpus_used_by_others: int = 0  # GPUs held by pods that are not gpujobs jobs
+    # Devices held by pods that are not gpujobs jobs, per device type (whole GPUs, MIG slices).
+    held_by_others: Mapping[str, int] = field(default_factory=dict)
 
 
 def _quantity(value: Any) -> int:
@@ -82,6 +83,24 @@ def pod_gpu_request(pod: Mapping[str, Any], resource: str) -> int:
     return max(app, init)
 
 
+def is_gpu_resource(resource: str) -> bool:
+    return resource in GPU_RESOURCES or resource.startswith(MIG_PREFIX)
+
+
+def pod_gpu_requests(pod: Mapping[str, Any]) -> dict[str, int]:
+    """GPU resources a pod requests, whole GPUs and MIG slices alike (``{"nvidia.com/gpu": 2}``)."""
+    spec = pod.get("spec", {})
+    named = {
+        resource
+        for container in [*spec.get("containers", []), *spec.get("initContainers", [])]
+        for part in ("limits", "requests")
+        for resource in (container.get("resources", {}).get(part) or {})
+        if is_gpu_resource(resource)
+    }
+    wanted = {resource: pod_gpu_request(pod, resource) for resource in sorted(named)}
+    return {resource: count for resource, count in wanted.items() if count}
+
+
 def gpu_type_from_labels(
     labels: Mapping[str, str], aliases: Mapping[str, str] | None = None
 ) -> tuple[str, str | None]:
@@ -100,27 +119,40 @@ def _ready(node: Mapping[str, Any]) -> bool:
 
 
 def kube_node(
-    node: Mapping[str, Any], *, aliases: Mapping[str, str] | None = None, used_by_others: int = 0
+    node: Mapping[str, Any],
+    *,
+    aliases: Mapping[str, str] | None = None,
+    used_by_others: Mapping[str, int] | None = None,
 ) -> KubeNode:
-    """Inventory of one node.  ``used_by_others``: GPUs held by pods bound to it that are not gpujobs'
-    (gpujobs' own are accounted for by the store)."""
+    """Inventory of one node.  ``used_by_others``: GPU resources (``nvidia.com/gpu``, a MIG slice) held
+    by pods bound to it that are not gpujobs' (gpujobs' own are accounted for by the store)."""
     metadata, status = node.get("metadata", {}), node.get("status", {})
     labels = dict(metadata.get("labels") or {})
     allocatable = status.get("allocatable", {})
     gpu_type, type_label = gpu_type_from_labels(labels, aliases)
     devices: list[Device] = []
+    type_of: dict[str, str] = {}  # GPU resource → the type of the devices it gives
     product = labels.get("nvidia.com/gpu.product") or labels.get(type_label or "", gpu_type)
     for resource in GPU_RESOURCES:
+        type_of[resource] = gpu_type
         for _ in range(_quantity(allocatable.get(resource, 0))):
             devices.append(Device(index=str(len(devices)), gpu_type=gpu_type, product=product))
     for resource, amount in sorted(allocatable.items()):
         if resource.startswith(MIG_PREFIX):
             profile = resource[len(MIG_PREFIX) :]
-            mig_type = f"{family_of(gpu_type)}-mig-{profile}"
+            mig_type = type_of[resource] = f"{family_of(gpu_type)}-mig-{profile}"
             for _ in range(_quantity(amount)):
                 devices.append(
                     Device(index=str(len(devices)), gpu_type=mig_type, product=f"{product} MIG {profile}")
                 )
+    held: dict[str, int] = {}
+    for resource, count in (used_by_others or {}).items():
+        if resource in type_of:
+            held[type_of[resource]] = held.get(type_of[resource], 0) + count
+    held = {
+        device_type: min(count, sum(1 for d in devices if d.gpu_type == device_type))
+        for device_type, count in held.items()
+    }
     taints = tuple(
         Taint(t["key"], t.get("value"), t["effect"]) for t in node.get("spec", {}).get("taints", []) or []
     )
@@ -136,4 +168,4 @@ def kube_node(
         schedulable=not node.get("spec", {}).get("unschedulable", False),
         taints=tuple(str(t) for t in taints),
     )
-    return KubeNode(generic, labels, taints, type_label, min(used_by_others, len(devices)))
+    return KubeNode(generic, labels, taints, type_label, {t: n for t, n in held.items() if n})
