@@ -293,14 +293,14 @@ class KubernetesExecutor(Executor):
                 )
             return
         pods = self.cache.pods_of(job_id)
-        if pods and job_id not in self._followers:
-            self._followers[job_id] = asyncio.create_task(self._follow_logs(job_id))
         started = any(p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed") for p in pods)
         if tracked.status is JobStatus.PENDING and started:
             tracked.status = JobStatus.RUNNING
             await self._emit(JobEvent(job_id, JobStatus.RUNNING, attempts=len(pods)))
         elif tracked.status is JobStatus.PENDING:
             await self._news(job_id, tracked, _waiting_message(pods))
+        if started and job_id not in self._followers:  # after "running" is stored: logs never lead it
+            self._followers[job_id] = asyncio.create_task(self._follow_logs(job_id))
         if tracked.status is JobStatus.RUNNING and len(pods) > tracked.attempts_seen:
             tracked.attempts_seen = len(pods)
             await self._news(job_id, tracked, _retry_message(pods), attempts=len(pods))
