@@ -96,6 +96,15 @@ def test_cancel_deletes_the_job_and_stops_its_process(
     assert gone.status_code == 404
 
 
+def test_a_job_deleted_behind_gpujobs_back_ends_as_lost(alice: Api, cluster: FakeCluster) -> None:
+    job = alice.submit_ok(**script("import time; time.sleep(300)"))
+    alice.wait_status(job["job_id"], "running")
+    # What "kubectl delete job" does: the Job and its pods go.
+    httpx.delete(f"{cluster.url}/apis/batch/v1/namespaces/gpujobs/jobs/gpujob-{job['job_id']}")
+    lost = alice.wait_status(job["job_id"], "failed")
+    assert lost["reason"] == "Lost" and "deleted outside gpujobs" in lost["message"]
+
+
 def test_gpus_held_by_other_pods_count(alice: Api, cluster: FakeCluster) -> None:
     notebook = {
         "metadata": {"name": "jupyter-bob"},

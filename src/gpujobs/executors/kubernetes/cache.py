@@ -43,7 +43,7 @@ def pod_usage(pod: Mapping[str, Any]) -> PodUsage:
 
 
 class ClusterCache:
-    """Nodes and pods by event; the inventory and gpujobs' pods by question."""
+    """Nodes, pods and gpujobs' Jobs by event; the inventory, gpujobs' pods and Jobs by question."""
 
     def __init__(self, *, aliases: Mapping[str, str] | None = None, extra_types: Iterable[str] = ()) -> None:
         self.aliases = dict(aliases or {})
@@ -53,6 +53,7 @@ class ClusterCache:
         self._usage: dict[str, PodUsage] = {}  # pod uid → usage
         self._held_by_others: dict[str, dict[str, int]] = {}  # node → GPU resources other pods hold
         self._ours: dict[str, dict[str, Mapping[str, Any]]] = {}  # job id → pod uid → pod
+        self._jobs: dict[str, Mapping[str, Any]] = {}  # job id → its Kubernetes Job
         self._inventory: Inventory | None = None  # both rebuilt on demand after a change
         self._held: dict[str, Mapping[str, int]] | None = None
 
@@ -119,6 +120,28 @@ class ClusterCache:
             if not held:
                 self._held_by_others.pop(usage.node, None)
         return usage
+
+    def replace_jobs(self, jobs: Iterable[Mapping[str, Any]]) -> None:
+        """gpujobs' own Jobs (found by label), whole."""
+        self._jobs = {}
+        for job in jobs:
+            self.job_event("ADDED", job)
+
+    def job_event(self, kind: str, job: Mapping[str, Any]) -> None:
+        job_id = (job.get("metadata", {}).get("labels") or {}).get(JOB_ID_LABEL)
+        if not job_id:
+            return
+        if kind == "DELETED":
+            self._jobs.pop(job_id, None)
+        else:
+            self._jobs[job_id] = job
+
+    def job(self, job_id: str) -> Mapping[str, Any] | None:
+        """The Kubernetes Job of a gpujobs job, as last seen."""
+        return self._jobs.get(job_id)
+
+    def jobs(self) -> dict[str, Mapping[str, Any]]:
+        return dict(self._jobs)
 
     def _kube_node(self, name: str) -> KubeNode:
         return kube_node(

@@ -1,8 +1,9 @@
 """The Kubernetes executor: jobs as batch/v1 Jobs, GPUs from the cluster's nodes.
 
-- Inventory: nodes and pods (all namespaces) are listed once, in pages, and then *watched* (resume from
-  the last resourceVersion; 410 Gone → list again; dropped connections → retry with backoff) into a
-  ``ClusterCache``, so ``inventory()`` answers from memory and ``gpu-status`` makes no API call.
+- Inventory and state: nodes, pods (all namespaces) and gpujobs' own Jobs are listed once, in pages,
+  and then *watched* (resume from the last resourceVersion; 410 Gone → list again; dropped connections
+  → retry with backoff) into a ``ClusterCache``: ``inventory()`` and ``gpu-status`` answer from memory,
+  and following a thousand running jobs costs the API server no request.
 - Namespaces: one for every job (``kube_namespace``) or one per user (``kube_namespace_template``),
   created with Pod Security *restricted* when ``kube_create_namespaces`` says so.
 - Launch: the Job is named from the job id (creating it twice finds the first: 409 → adopt), pinned to
@@ -102,6 +103,7 @@ class _Tracked:
     namespace: str
     message: str | None = None  # the last news reported
     attempts_seen: int = 0
+    job_seen: bool = False  # whether the watched cache has shown its Job yet
 
 
 class KubernetesExecutor(Executor):
@@ -144,10 +146,15 @@ class KubernetesExecutor(Executor):
         )
         self.client = AsyncClient(config, namespace=self.settings.kube_namespace)
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-        for kind in (Node, Pod):
+        for kind in (Node, Pod, Job):
             version = await self._list(kind)
             self._tasks.append(asyncio.create_task(self._watch(kind, version)))
         self._tasks.append(asyncio.create_task(self._poll_jobs()))
+
+    @property
+    def _jobs_namespace(self) -> str:
+        """Where our Jobs are: the one namespace, or every namespace when each user has one."""
+        return "*" if self.settings.kube_namespace_template else self.settings.kube_namespace
 
     async def _list(self, kind: Any) -> str:
         assert self.client is not None
@@ -155,6 +162,12 @@ class KubernetesExecutor(Executor):
             nodes = self.client.list(Node, chunk_size=LIST_PAGE)
             self.cache.replace_nodes([node.to_dict() async for node in nodes])
             return str(nodes.resourceVersion or "")
+        if kind is Job:
+            jobs = self.client.list(
+                Job, namespace=self._jobs_namespace, labels=dict(MANAGED_BY), chunk_size=LIST_PAGE
+            )
+            self.cache.replace_jobs([job.to_dict() async for job in jobs])
+            return str(jobs.resourceVersion or "")
         pods = self.client.list(Pod, namespace="*", chunk_size=LIST_PAGE)
         self.cache.replace_pods([_pod_entry(pod) async for pod in pods])
         return str(pods.resourceVersion or "")
@@ -164,15 +177,22 @@ class KubernetesExecutor(Executor):
         delay = 0.5
         while True:
             try:
-                stream = (
-                    self.client.watch(Pod, namespace="*", resource_version=version or None)
+                since = version or None
+                stream: Any = (
+                    self.client.watch(Pod, namespace="*", resource_version=since)
                     if kind is Pod
-                    else self.client.watch(Node, resource_version=version or None)
+                    else self.client.watch(
+                        Job, namespace=self._jobs_namespace, labels=dict(MANAGED_BY), resource_version=since
+                    )
+                    if kind is Job
+                    else self.client.watch(Node, resource_version=since)
                 )
                 async for change, item in stream:
                     version = (item.metadata.resourceVersion if item.metadata else None) or version
                     if isinstance(item, Pod):
                         self.cache.pod_event(change, *_pod_entry(item))
+                    elif isinstance(item, Job):
+                        self.cache.job_event(change, item.to_dict())
                     else:
                         self.cache.node_event(change, item.to_dict())
                     delay = 0.5
@@ -231,13 +251,15 @@ class KubernetesExecutor(Executor):
         manifest = job_manifest(job, template, self._placement(job))
         try:
             created = await self._create_job(manifest)
+            self.cache.job_event("ADDED", created)  # the watch will say so too, a moment later
         except ApiError as exc:
             if exc.status.code != 409:
                 raise LaunchError(f"the cluster refused the Job: {exc.status.message}") from exc
-            # Made before a restart: adopt it, if it is this job's.
-            created = (await self.client.get(Job, job_name(job.job_id), namespace=namespace)).to_dict()
-            if created["metadata"].get("labels", {}).get(JOB_ID_LABEL) != job.job_id:
+            # Already made (a create whose answer was lost): adopt it, once the watch shows it is ours.
+            found = await self._our_job_soon(job.job_id)
+            if found is None:
                 raise LaunchError(f"a Job named {job_name(job.job_id)} exists and is not this job's") from exc
+            created = dict(found)
         configmap = script_configmap(job, template)
         if configmap is not None:
             with contextlib.suppress(ApiError):
@@ -260,6 +282,13 @@ class KubernetesExecutor(Executor):
             await asyncio.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 
+    async def _our_job_soon(self, job_id: str, seconds: float = 5.0) -> Mapping[str, Any] | None:
+        """Our Job for ``job_id`` from the watched cache, waiting a little for the watch to bring it."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while (found := self.cache.job(job_id)) is None and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+        return found
+
     # --- watching our jobs ------------------------------------------------------------------------
 
     async def _poll_jobs(self) -> None:
@@ -278,10 +307,9 @@ class KubernetesExecutor(Executor):
         tracked = self._tracked.get(job_id)
         if tracked is None:
             return
-        try:
-            kube_job = (await self.client.get(Job, job_name(job_id), namespace=tracked.namespace)).to_dict()
-        except ApiError as exc:
-            if exc.status.code == 404:
+        kube_job = self.cache.job(job_id)
+        if kube_job is None:
+            if tracked.job_seen:  # it was there, and the watch says it is gone
                 self._tracked.pop(job_id, None)
                 await self._emit(
                     JobEvent(
@@ -292,6 +320,7 @@ class KubernetesExecutor(Executor):
                     )
                 )
             return
+        tracked.job_seen = True
         pods = self.cache.pods_of(job_id)
         started = any(p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed") for p in pods)
         if tracked.status is JobStatus.PENDING and started:
@@ -428,17 +457,12 @@ class KubernetesExecutor(Executor):
         await self._delete(job.job_id, tracked.namespace if tracked else self.namespace_of(job.user))
 
     async def recover(self, active_jobs: Sequence[JobRecord]) -> None:
-        assert self.client is not None
-        # With per-user namespaces our Jobs may be anywhere; with one namespace, they are there.
-        where = "*" if self.settings.kube_namespace_template else self.settings.kube_namespace
-        existing: dict[str, str] = {}  # job id → namespace
-        async for item in self.client.list(Job, namespace=where, labels=dict(MANAGED_BY)):
-            metadata = item.to_dict()["metadata"]
-            existing[metadata.get("labels", {}).get(JOB_ID_LABEL, "")] = metadata.get("namespace", "")
+        existing = self.cache.jobs()  # listed at start (in every namespace when each user has one)
         for job in active_jobs:
             if job.job_id in existing:
                 self.log_path(job.job_id).unlink(missing_ok=True)  # rewritten from the pods' full logs
-                self._tracked[job.job_id] = _Tracked(job.status, existing[job.job_id])
+                namespace = existing[job.job_id]["metadata"].get("namespace", "")
+                self._tracked[job.job_id] = _Tracked(job.status, namespace, job_seen=True)
             elif job.status is JobStatus.PENDING:
                 await self._emit(JobEvent(job.job_id, JobStatus.QUEUED, message="requeued after a restart"))
             else:
