@@ -51,6 +51,7 @@ def test_gpu_status_comes_from_the_cluster(alice: Api) -> None:
     assert {t["gpu_type"]: t["total"] for t in status["gpu_types"]} == {"a100-80gb": 4, "t4-16gb": 1}
     node = next(n for n in status["gpu_nodes"] if n["name"] == "t4-node-0")
     assert node["taints"] == ["nvidia.com/gpu=present:NoSchedule"]
+    assert [(d["product"], d["memory_mib"]) for d in node["devices"]] == [("Tesla-T4", 15360)]
 
 
 def test_a_job_runs_as_a_kubernetes_job_and_its_logs_are_kept(alice: Api, cluster: FakeCluster) -> None:
@@ -256,6 +257,13 @@ def test_the_cache_survives_dropped_watches_compaction_and_api_errors(
     job = alice.submit_ok(**script("print('despite errors')"))
     assert alice.wait_status(job["job_id"], "completed", "failed")["status"] == "completed"
     assert alice.logs(job["job_id"]) == "despite errors\n"
+    cluster.faults.delay_seconds = 0.3  # a slow API server: every answer late, none lost
+    try:
+        slow = alice.submit_ok(**script("print('slowly')"))
+        assert alice.wait_status(slow["job_id"], "completed", "failed")["status"] == "completed"
+        assert alice.logs(slow["job_id"]) == "slowly\n"
+    finally:
+        cluster.faults.delay_seconds = 0.0
 
 
 def test_a_restart_reattaches_to_running_jobs(alice: Api, module_world, tmp_path: Path) -> None:

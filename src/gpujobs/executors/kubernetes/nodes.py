@@ -133,10 +133,14 @@ def kube_node(
     devices: list[Device] = []
     type_of: dict[str, str] = {}  # GPU resource → the type of the devices it gives
     product = labels.get("nvidia.com/gpu.product") or labels.get(type_label or "", gpu_type)
+    memory = labels.get(MEMORY_LABEL, "")
+    memory_mib = int(memory) if memory.isdigit() else None  # GPU feature discovery's, per GPU
     for resource in GPU_RESOURCES:
         type_of[resource] = gpu_type
         for _ in range(_quantity(allocatable.get(resource, 0))):
-            devices.append(Device(index=str(len(devices)), gpu_type=gpu_type, product=product))
+            devices.append(
+                Device(index=str(len(devices)), gpu_type=gpu_type, product=product, memory_mib=memory_mib)
+            )
     for resource, amount in sorted(allocatable.items()):
         if resource.startswith(MIG_PREFIX):
             profile = resource[len(MIG_PREFIX) :]
