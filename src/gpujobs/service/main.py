@@ -17,6 +17,10 @@ def serve(config_file: str | None = None, **overrides: Any) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # HTTP clients log every request at INFO: the hub lookups and the Kubernetes watches would drown
+    # what matters.  Their warnings still show.
+    for chatty in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     host, port = settings.bind()
     # The store's writer and readers are threads; hand the GIL back to the event loop sooner than
     # the default 5 ms so that a busy thread does not add milliseconds to every request.
