@@ -266,24 +266,43 @@ def test_the_cache_survives_dropped_watches_compaction_and_api_errors(
         cluster.faults.delay_seconds = 0.0
 
 
-def test_a_restart_reattaches_to_running_jobs(alice: Api, module_world, tmp_path: Path) -> None:
+def test_a_restart_reattaches_finishes_and_loses_what_happened_meanwhile(
+    alice: Api, module_world, cluster: FakeCluster, tmp_path: Path
+) -> None:
     # Last of the tests that use ``alice``: it replaces the service she talks to.
-    release = tmp_path / "release"
-    job = alice.submit_ok(
-        **script(
-            f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.05)\n"
-            "print('survived')\n"
-        )
+    def waiting_job(name: str, said: str) -> str:
+        code = WAIT_FOR_FILE.format(path=str(tmp_path / name)) + f"print({said!r})\n"
+        return alice.submit_ok(**script(code))["job_id"]
+
+    survivor, early, doomed = (
+        waiting_job("a", "survived"),
+        waiting_job("b", "ended meanwhile"),
+        waiting_job("c", ""),
     )
-    alice.wait_status(job["job_id"], "running")
+    for job_id in (survivor, early, doomed):
+        alice.wait_status(job_id, "running")
     (service,) = [s for s in module_world.services if s.process and s.process.poll() is None]
     service.kill_hard()
+    # While the service is down: one job ends, another's Job is deleted by hand.
+    (tmp_path / "b").touch()
+    kube_job = f"{cluster.url}/apis/batch/v1/namespaces/gpujobs/jobs/gpujob-{early}"
+    wait_for(
+        lambda: any(
+            c["type"] == "Complete" for c in httpx.get(kube_job).json()["status"].get("conditions", [])
+        ),
+        what="the job to end in the cluster",
+    )
+    httpx.delete(f"{cluster.url}/apis/batch/v1/namespaces/gpujobs/jobs/gpujob-{doomed}")
     restarted = module_world.start(*service.args, data_dir=service.data_dir)
     again = Api(restarted.client(module_world.hub.add_user("alice")))
-    assert again.status(job["job_id"])["status"] == "running"
-    release.touch()
-    assert again.wait_status(job["job_id"], "completed")["exit_code"] == 0
-    assert again.logs(job["job_id"]) == "survived\n"
+    assert again.status(survivor)["status"] == "running"
+    ended = again.wait_status(early, "completed", "failed")
+    assert (ended["status"], again.logs(early)) == ("completed", "ended meanwhile\n")
+    lost = again.status(doomed)
+    assert (lost["status"], lost["reason"]) == ("failed", "Lost")
+    (tmp_path / "a").touch()
+    assert again.wait_status(survivor, "completed")["exit_code"] == 0
+    assert again.logs(survivor) == "survived\n"
 
 
 def test_rbac_allows_exactly_what_the_executor_does(cluster: FakeCluster) -> None:
