@@ -4,7 +4,8 @@
   slices (``nvidia.com/mig-1g.10gb``: each slice a device of type ``<family>-mig-1g.10gb``).
 - Used GPUs are the requests of every non-terminal pod bound to the node, in any namespace (a notebook
   server's GPU counts), with init containers counted as kube-scheduler counts them: the larger of the
-  biggest init container and the sum of the app containers.
+  biggest init container and the sum of the app containers (``pod_gpu_requests``; ``cache.py`` sums
+  them per node and hands ``kube_node`` what other workloads hold).
 - The type comes from the labels clusters really carry (GPU feature discovery, GKE, EKS, the brief's
   ``accelerator``), through the one normaliser.
 - A cordoned (unschedulable) or NotReady node offers nothing.
