@@ -193,7 +193,7 @@ class SchedulerLoop:
             self.waiting, self.queued_demand = {}, {}
             self.cycles += 1
             return Decision(admissions=(), waiting=())
-        active = await self.store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
+        active = await self.store.active_jobs()
         build = RequestBuilder(self.settings)
         decision = decide([build(entry) for entry in queued], self.snapshot(active), self.config)
         self.waiting = {entry.job_id: entry for entry in decision.waiting}

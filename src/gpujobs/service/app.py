@@ -16,10 +16,9 @@ from .. import __version__
 from ..config import Settings
 from ..errors import GpujobsError
 from ..executors.base import EventSink, Executor, JobEvent
-from ..models import JobSpec, JobStatus
+from ..models import JobSpec
 from ..scheduler.loop import SchedulerLoop
 from ..store import Store
-from ..store import repository as repo
 from .auth import HubAuthenticator
 from .jobs import JobService
 from .metrics import Metrics
@@ -69,7 +68,7 @@ def create_app(settings: Settings, *, executor_factory: ExecutorFactory = defaul
             version=__version__,
         )
         await executor.start()
-        active = await store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
+        active = await store.active_jobs()
         await executor.recover(active)
         await scheduler.start()
         log.info(

@@ -58,17 +58,8 @@ class JobService:
         self.executor = executor
         self.scheduler = scheduler
         self._submitting: dict[str, int] = defaultdict(int)
-        self._active: tuple[int, list[JobRecord]] | None = None
 
     # --- reading ----------------------------------------------------------------------------------
-
-    async def active_jobs(self) -> list[JobRecord]:
-        """Jobs pending or running, read again only when the store has changed since the last read."""
-        generation = self.store.generation  # before the read: the answer is at least this new
-        if self._active is None or self._active[0] != generation:
-            active = await self.store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
-            self._active = (generation, active)
-        return self._active[1]
 
     def view(self, job: JobRecord) -> JobView:
         if job.status is JobStatus.QUEUED:

@@ -67,7 +67,7 @@ async def gpu_status(
     user: User, rt: Rt, nodes: Annotated[bool, Query(description="Include the per-node list.")] = True
 ) -> Response:
     """GPUs in all, per type (with the demand of queued jobs) and per node/device."""
-    active = await rt.jobs.active_jobs()
+    active = await rt.store.active_jobs()
     inventory = rt.executor.inventory()
     status = rt.gpu_status.render(
         inventory,
@@ -296,7 +296,7 @@ async def healthz(rt: Rt) -> Response:
 async def metrics(rt: Rt) -> Response:
     """Prometheus text format."""
     counts = await rt.store.read(repo.count_by_status)
-    active = await rt.store.read(lambda s: repo.jobs_in(s, JobStatus.active()))
+    active = await rt.store.active_jobs()
     held: dict[str, set[str]] = {}
     for node, index in holders(active):
         held.setdefault(node, set()).add(index)

@@ -24,6 +24,7 @@ from sqlalchemy import Engine, create_engine, event, insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import DependencyUnavailable, GpujobsError
+from ..models import JobStatus
 from . import repository
 from .orm import JobRow
 from .records import JobRecord
@@ -199,6 +200,7 @@ class Store:
         migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = _Writer(self._sessions)
+        self._active: tuple[int, list[JobRecord]] | None = None
 
     async def write(self, work: Callable[[Session], T]) -> T:
         waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -220,6 +222,15 @@ class Store:
     def generation(self) -> int:
         """Changes after every write this store commits (it is the only writer of its database)."""
         return self._writer.generation
+
+    async def active_jobs(self) -> list[JobRecord]:
+        """Jobs pending or running, oldest first; read again only when a write has been committed since
+        the last read (the API, metrics and every scheduling cycle ask often).  Do not change the list."""
+        generation = self.generation  # before the read: the answer is at least this new
+        if self._active is None or self._active[0] != generation:
+            active = await self.read(lambda s: repository.jobs_in(s, JobStatus.active()))
+            self._active = (generation, active)
+        return self._active[1]
 
     async def read(self, work: Callable[[Session], T]) -> T:
         return await asyncio.to_thread(self.read_sync, work)
