@@ -12,9 +12,11 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import Forbidden, InvalidSpec, PayloadTooLarge
+from .fit import ClusterSizes, Shape
 from .gputypes import ANY, normalise_gpu_type, satisfies, types_with_families
 from .inventory import Inventory
 from .models import JobSpec
+from .quantities import parse_cpu, parse_memory
 from .quotas import QuotaRule
 
 
@@ -63,7 +65,9 @@ def check_spec(
 ) -> JobSpec:
     """The spec as it will be stored, or an error naming the field (InvalidSpec 422, Forbidden 403,
     PayloadTooLarge 413).  ``rule`` is the user's resolved quota; ``pools`` are (GPU type, GPUs per
-    node) of node pools the cluster can add, whose types are valid although no node has them yet."""
+    node) of node pools the cluster can add, whose types are valid although no node has them yet.
+    A job no node (in any state) or pool could ever hold is refused here, by the same definition of
+    "fits" the scheduler uses (``fit``), so that it never waits in the queue for ever."""
     rule = rule or QuotaRule()
     updates: dict[str, object] = {}
     if spec.script is not None and len(spec.script.encode()) > settings.max_inline_script_bytes:
@@ -84,8 +88,13 @@ def check_spec(
     updates["timeout_seconds"] = _check_timeout(spec.timeout_seconds, rule)
     gpu_type = normalise_gpu_type(spec.gpu_type, aliases=settings.gpu_type_aliases)
     gpus = spec.gpus_wanted
+    allowed_types: tuple[str, ...] | None = None
     if gpus:
-        _check_gpus(spec.gpu_type, gpu_type, gpus, settings, inventory, rule, pools)
+        allowed_types = _check_gpu_type(spec.gpu_type, gpu_type, settings, inventory, rule, pools)
+    cpu, memory = _cpu_and_memory(spec)
+    _check_fits(Shape(gpu_type, gpus, cpu, memory, allowed_types), inventory, pools)
+    if gpus:
+        _check_gpu_quota(gpu_type, gpus, settings, rule)
     updates["gpu_type"] = gpu_type
     updates["gpu_count"] = gpus
     updates["gpu_required"] = gpus > 0
@@ -123,15 +132,16 @@ def _check_timeout(timeout: int | None, rule: QuotaRule) -> int | None:
     return timeout
 
 
-def _check_gpus(
+def _check_gpu_type(
     asked: str,
     gpu_type: str,
-    gpus: int,
     settings: Settings,
     inventory: Inventory,
     rule: QuotaRule,
     pools: Sequence[tuple[str, int]],
-) -> None:
+) -> tuple[str, ...] | None:
+    """Refuse a GPU type no node or pool has, or one the user may not use; return the types the user
+    may use (None: all), which also limit what ``any`` may take."""
     aliases = settings.gpu_type_aliases
     pool_types = {pool_type for pool_type, _ in pools}
     known = types_with_families(inventory.gpu_types() | pool_types)
@@ -140,23 +150,49 @@ def _check_gpus(
         raise InvalidSpec(
             f"gpu_type {asked!r} is not available here; known types: {listed}", field="gpu_type"
         )
-    if rule.allowed_gpu_types is not None and gpu_type != ANY:
-        allowed = [normalise_gpu_type(t, aliases=aliases) for t in rule.allowed_gpu_types]
-        if not any(satisfies(gpu_type, a) for a in allowed):
-            raise InvalidSpec(
-                f"gpu_type {asked!r} is not allowed for you; allowed types: {', '.join(allowed)}",
-                field="gpu_type",
-            )
-    most = max(
-        [inventory.most_on_one_node(gpu_type)]
-        + [per_node for pool_type, per_node in pools if satisfies(pool_type, gpu_type)]
-    )
-    if gpus > most:
-        label = "GPU" if gpu_type == ANY else gpu_type
+    if rule.allowed_gpu_types is None:
+        return None
+    allowed = tuple(normalise_gpu_type(t, aliases=aliases) for t in rule.allowed_gpu_types)
+    if gpu_type != ANY and not any(satisfies(gpu_type, a) for a in allowed):
         raise InvalidSpec(
-            f"gpu_count {gpus} is more than any node has: at most {most} {label} on one node",
-            field="gpu_count",
+            f"gpu_type {asked!r} is not allowed for you; allowed types: {', '.join(allowed)}",
+            field="gpu_type",
         )
+    return allowed
+
+
+def _cpu_and_memory(spec: JobSpec) -> tuple[float, float]:
+    """Cores and bytes the spec asks for, 0 when it does not say (the spec's validation has already
+    refused quantities that do not parse)."""
+    cpu = parse_cpu(spec.cpu_limit) if spec.cpu_limit else 0.0
+    memory = float(parse_memory(spec.memory_limit)) if spec.memory_limit else 0.0
+    return cpu, memory
+
+
+_sizes_seen: list[tuple[tuple[object, ...], tuple[tuple[str, int], ...], ClusterSizes]] = []
+
+
+def _cluster_sizes(inventory: Inventory, pools: Sequence[tuple[str, int]]) -> ClusterSizes:
+    """The node sizes of this inventory, worked out once: an inventory is replaced, never changed, when
+    the cluster changes, and reading 5,000 nodes on every submission would cost milliseconds each."""
+    pools = tuple(pools)
+    for nodes, seen_pools, sizes in _sizes_seen:
+        if nodes is inventory.nodes and seen_pools == pools:
+            return sizes
+    sizes = ClusterSizes(inventory.nodes, pools)
+    _sizes_seen[:] = [(inventory.nodes, pools, sizes)]
+    return sizes
+
+
+def _check_fits(shape: Shape, inventory: Inventory, pools: Sequence[tuple[str, int]]) -> None:
+    """Refuse a job no node could ever hold: the scheduler would keep it queued for ever."""
+    misfit = _cluster_sizes(inventory, pools).why_never_fits(shape)
+    if misfit is not None:
+        raise InvalidSpec(misfit.message, field=misfit.field)
+
+
+def _check_gpu_quota(gpu_type: str, gpus: int, settings: Settings, rule: QuotaRule) -> None:
+    aliases = settings.gpu_type_aliases
     if rule.max_gpus is not None and gpus > rule.max_gpus:
         raise InvalidSpec(
             f"gpu_count {gpus} is more than your quota of {rule.max_gpus} GPUs", field="gpu_count"

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .gputypes import satisfies
+from .fit import most_of_one_type
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Node:
     name: str
     devices: tuple[Device, ...] = ()
     cpu_cores: float = 0.0
+    memory_bytes: float = 0.0  # allocatable memory; 0: unknown, and then memory does not limit the node
     ready: bool = True
     schedulable: bool = True
     taints: tuple[str, ...] = ()
@@ -49,14 +50,9 @@ class Inventory:
         return {device.gpu_type for node in self.nodes for device in node.devices} | set(self.extra_types)
 
     def most_on_one_node(self, gpu_type: str) -> int:
-        """The most devices serving ``gpu_type`` that any one node has (ready or not)."""
-        return max(
-            (
-                sum(1 for device in node.devices if satisfies(device.gpu_type, gpu_type))
-                for node in self.nodes
-            ),
-            default=0,
-        )
+        """The most devices of one exact type serving ``gpu_type`` that any one node has (ready or
+        not): the most GPUs one job of that type can have, since a job's GPUs are all of one type."""
+        return max((most_of_one_type(node, gpu_type) for node in self.nodes), default=0)
 
 
 def slots_held_by_others(node: Node, ours: Collection[str], holds: Mapping[str, int]) -> list[str]:

@@ -9,6 +9,7 @@ from gpujobs.config import Settings
 from gpujobs.errors import InvalidSpec, PayloadTooLarge
 from gpujobs.inventory import Device, Inventory, Node
 from gpujobs.models import JobSpec
+from gpujobs.quotas import QuotaRule
 
 
 @pytest.fixture
@@ -132,3 +133,103 @@ def test_on_kubernetes_paths_are_checked_as_written(settings: Settings) -> None:
             username="alice",
             inventory=INVENTORY,
         )
+
+
+# --- jobs no node could ever hold are refused at submit -----------------------------------------------
+
+
+def inventory_of(*nodes: Node) -> Inventory:
+    return Inventory(nodes=nodes, source="simulated", updated_at=datetime.now(timezone.utc))
+
+
+def gpu_node(name: str, *types: str, cpu: float = 8, memory: float = 0, **state: bool) -> Node:
+    devices = tuple(Device(str(i), t, t.upper()) for i, t in enumerate(types))
+    return Node(name, devices, cpu_cores=cpu, memory_bytes=memory, **state)
+
+
+def refused_on(inventory: Inventory, settings: Settings, rule=None, **fields) -> InvalidSpec:
+    with pytest.raises(InvalidSpec) as caught:
+        checked_on(inventory, settings, rule=rule, **fields)
+    return caught.value
+
+
+def checked_on(inventory: Inventory, settings: Settings, pools=(), rule=None, **fields) -> JobSpec:
+    spec = JobSpec.model_validate({"script": "print(1)", **fields})
+    return check_spec(spec, settings=settings, username="alice", inventory=inventory, pools=pools, rule=rule)
+
+
+def test_gpus_of_one_family_but_two_sizes_are_not_one_jobs(settings: Settings) -> None:
+    mixed = inventory_of(gpu_node("n", "a100", "a100-80gb"))
+    error = refused_on(mixed, settings, gpu_count=2, gpu_type="a100")
+    assert error.field == "gpu_count"
+    assert "at most 1 a100 on one node" in error.message and "all of one type" in error.message
+    assert checked_on(mixed, settings, gpu_count=1, gpu_type="a100").gpu_count == 1
+
+
+def test_a_cpu_only_job_bigger_than_every_node_is_refused(settings: Settings) -> None:
+    vm = inventory_of(gpu_node("vm", cpu=2))
+    error = refused_on(vm, settings, cpu_limit="1000")
+    assert (error.field, error.message) == (
+        "cpu_limit",
+        "cpu_limit 1000 is more than any node has: at most 2 cores",
+    )
+
+
+def test_cores_and_gpus_up_to_the_biggest_node_are_accepted_one_more_is_not(settings: Settings) -> None:
+    cluster = inventory_of(gpu_node("a", "t4", "t4", cpu=4), gpu_node("b", "t4", cpu=16))
+    assert checked_on(cluster, settings, cpu_limit="16").cpu_limit == "16"
+    assert refused_on(cluster, settings, cpu_limit="17").field == "cpu_limit"
+    assert checked_on(cluster, settings, gpu_count=2, gpu_type="t4").gpu_count == 2
+    assert refused_on(cluster, settings, gpu_count=3, gpu_type="t4").message == (
+        "gpu_count 3 is more than any node has: at most 2 t4 on one node"
+    )
+
+
+def test_memory_beyond_every_node_is_refused(settings: Settings) -> None:
+    cluster = inventory_of(gpu_node("n", memory=23.4 * 2**30), gpu_node("m", memory=8 * 2**30))
+    error = refused_on(cluster, settings, memory_limit="64Gi")
+    assert (error.field, error.message) == (
+        "memory_limit",
+        "memory_limit 64Gi is more than any node has: at most 23.4 GiB",
+    )
+    assert checked_on(cluster, settings, memory_limit="16Gi").memory_limit == "16Gi"
+
+
+def test_parts_no_single_node_holds_together_are_refused(settings: Settings) -> None:
+    cluster = inventory_of(gpu_node("gpus", "t4", "t4", cpu=4), gpu_node("cores", cpu=64))
+    error = refused_on(cluster, settings, gpu_count=2, gpu_type="t4", cpu_limit="32")
+    assert error.field == "gpu_count"
+    assert error.message == (
+        "no node has 2 t4 GPUs together with 32 CPU cores; the largest t4 node, gpus, has 2 GPUs, 4 cores"
+    )
+
+
+def test_a_cordoned_node_still_counts_it_may_come_back(settings: Settings) -> None:
+    cluster = inventory_of(gpu_node("small", cpu=2), gpu_node("big", cpu=64, schedulable=False, ready=False))
+    assert checked_on(cluster, settings, cpu_limit="64").cpu_limit == "64"
+
+
+def test_a_node_pool_holds_what_no_node_has_yet(settings: Settings) -> None:
+    no_gpus = inventory_of(gpu_node("cpu-only", cpu=4))
+    pools = [("a100", 8)]
+    assert (
+        checked_on(no_gpus, settings, pools=pools, gpu_count=8, gpu_type="a100", cpu_limit="32").gpu_count
+        == 8
+    )
+    with pytest.raises(InvalidSpec, match="at most 8 a100 on one node"):
+        checked_on(no_gpus, settings, pools=pools, gpu_count=9, gpu_type="a100")
+
+
+def test_quota_limits_still_speak_of_the_quota(settings: Settings) -> None:
+    cluster = inventory_of(gpu_node("n", *["t4"] * 4))
+    with pytest.raises(InvalidSpec, match="more than your quota of 2 GPUs"):
+        checked_on(cluster, settings, rule=QuotaRule(max_gpus=2), gpu_count=3, gpu_type="t4")
+
+
+def test_any_gpu_is_refused_when_no_node_has_a_type_you_may_use(settings: Settings) -> None:
+    cluster = inventory_of(gpu_node("n", "t4"))
+    error = refused_on(cluster, settings, rule=QuotaRule(allowed_gpu_types=["a100"]), gpu_count=1)
+    assert (error.field, error.message) == (
+        "gpu_type",
+        "no node has GPUs of a type you may use (your allowed types: a100)",
+    )

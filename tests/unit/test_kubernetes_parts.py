@@ -68,7 +68,7 @@ def gfd_node(
         "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
         "status": {
             "capacity": {"nvidia.com/gpu": str(gpus + 1), "cpu": "96"},
-            "allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "95500m"},
+            "allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "95500m", "memory": "1056276Mi"},
             "conditions": [{"type": "Ready", "status": "True"}],
         },
     }
@@ -173,7 +173,15 @@ def test_gpus_come_from_allocatable_and_the_type_from_labels() -> None:
     assert [p["spec"]["containers"] for p in cache.pods_of("j1")] == [pod(1)["spec"]["containers"]]
     assert inventory.type_label == "nvidia.com/gpu.product"
     assert inventory.node.cpu_cores == 95.5
+    assert inventory.node.memory_bytes == 1056276 * 2**20
     assert inventory.node.taints == ("nvidia.com/gpu:NoSchedule",)
+
+
+@pytest.mark.parametrize("memory", ["lots", None])
+def test_memory_that_cannot_be_read_is_unknown_not_zero_room(memory: str | None) -> None:
+    node = gfd_node()
+    node["status"]["allocatable"]["memory"] = memory
+    assert kube_node(node).node.memory_bytes == 0.0  # 0: unknown, so memory limits nothing there
 
 
 @pytest.mark.parametrize(

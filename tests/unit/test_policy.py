@@ -8,9 +8,26 @@ from gpujobs.scheduler.policy import PolicyConfig, Pool, Quota, Request, Running
 HOUR = 3600.0
 
 
-def node(name: str, *types: str, cpu: float = 64, ready: bool = True, schedulable: bool = True) -> Node:
+GI = 2**30
+
+
+def node(
+    name: str,
+    *types: str,
+    cpu: float = 64,
+    memory: float = 0,
+    ready: bool = True,
+    schedulable: bool = True,
+) -> Node:
     devices = tuple(Device(index=str(i), gpu_type=t, product=t.upper()) for i, t in enumerate(types))
-    return Node(name=name, devices=devices, cpu_cores=cpu, ready=ready, schedulable=schedulable)
+    return Node(
+        name=name,
+        devices=devices,
+        cpu_cores=cpu,
+        memory_bytes=memory,
+        ready=ready,
+        schedulable=schedulable,
+    )
 
 
 def job(
@@ -19,6 +36,7 @@ def job(
     gpu_type: str = "any",
     cpu: float = 0,
     *,
+    memory: float = 0,
     user: str = "u",
     group: str = "g",
     priority: int = 1,
@@ -39,6 +57,7 @@ def job(
         runtime_limit=limit,
         quota=quota,
         seq=seq,
+        memory=memory,
     )
 
 
@@ -53,6 +72,7 @@ def running(
     *gpus: str,
     user: str = "u",
     cpu: float = 0,
+    memory: float = 0,
     ends_at: float | None = None,
     group: str = "g",
 ) -> Running:
@@ -65,6 +85,7 @@ def running(
         cpu=cpu,
         ends_at=ends_at,
         group=group,
+        memory=memory,
     )
 
 
@@ -122,7 +143,7 @@ def test_cordoned_and_not_ready_nodes_offer_nothing() -> None:
 
 def test_unknown_type_says_so() -> None:
     decision = decide(jobs(job("a", gpu_type="h100")), Snapshot(nodes=(node("n", "t4"),)))
-    assert decision.waiting[0].reason == "no h100 in the inventory"
+    assert decision.waiting[0].reason == "can never start here: no node has h100 GPUs"
 
 
 def test_cpu_reservations_are_respected() -> None:
@@ -134,7 +155,40 @@ def test_cpu_reservations_are_respected() -> None:
 
 def test_a_job_bigger_than_any_node_says_so() -> None:
     decision = decide(jobs(job("huge", gpus=0, cpu=8)), Snapshot(nodes=(node("n", cpu=2),)))
-    assert decision.waiting[0].reason == "needs 8 CPU cores but the largest node has 2"
+    assert decision.waiting[0].reason == (
+        "can never start here: cpu_limit 8 is more than any node has: at most 2 cores"
+    )
+
+
+def test_a_job_only_a_cordoned_node_could_hold_waits_for_it() -> None:
+    nodes = (node("n", cpu=2), node("big", cpu=8, schedulable=False))
+    decision = decide(jobs(job("huge", gpus=0, cpu=8)), Snapshot(nodes=nodes))
+    assert decision.waiting[0].reason == (
+        "needs 8 CPU cores but the largest available node has 2; larger ones are cordoned or not ready"
+    )
+
+
+def test_memory_is_held_like_cpu() -> None:
+    snapshot = Snapshot(nodes=(node("n", memory=16 * GI),), running=(running("r", "n", memory=12 * GI),))
+    decision = decide(jobs(job("big", gpus=0, memory=8 * GI), job("small", gpus=0, memory=4 * GI)), snapshot)
+    assert list(admitted(decision)) == ["small"]
+    assert reasons(decision)["big"] == "waiting for memory: needs 8 GiB, at most 4 GiB free on one node"
+
+
+def test_a_node_of_unknown_memory_is_not_limited_by_it() -> None:
+    snapshot = Snapshot(nodes=(node("n", "t4"),), running=(running("r", "n", memory=512 * GI),))
+    assert admitted(decide(jobs(job("a", memory=64 * GI)), snapshot)) == {"a": "n"}
+
+
+def test_gpus_of_one_family_but_two_sizes_never_make_one_job() -> None:
+    nodes = (node("n", "a100", "a100-80gb"),)
+    decision = decide(
+        jobs(job("pair", gpus=2, gpu_type="a100"), job("one", gpu_type="a100")), Snapshot(nodes=nodes)
+    )
+    assert admitted(decision) == {"one": "n"}
+    assert reasons(decision)["pair"].startswith(
+        "can never start here: gpu_count 2 is more than any node has: at most 1 a100 on one node"
+    )
 
 
 # --- priorities and aging ------------------------------------------------------------------------
@@ -235,6 +289,51 @@ def test_a_small_job_backfills_only_if_it_ends_before_the_reservation() -> None:
     assert reasons(decision)["big"] == "no free GPU: 1 of 2 free, 2 needed"
 
 
+def test_a_job_the_shrunk_cluster_can_never_hold_neither_reserves_nor_blocks() -> None:
+    # Accepted when a 96-core node existed; now the biggest has 64 cores.
+    snapshot = Snapshot(nodes=(node("n", "t4", "t4"),), running=(running("r", "n", "0", ends_at=HOUR),))
+    impossible = job("huge", gpus=1, cpu=96, user="alice", priority=2)
+    later = job("later", gpus=1, user="bob", limit=10 * HOUR)  # ends after any reservation would start
+    decision = decide(jobs(impossible, later), snapshot)
+    assert admitted(decision) == {"later": "n"}
+    assert reasons(decision)["huge"] == (
+        "can never start here: cpu_limit 96 is more than any node has: at most 64 cores"
+    )
+
+
+def test_many_impossible_jobs_do_not_hold_back_the_one_that_fits() -> None:
+    queue = jobs(
+        *[job(f"x{i}", gpus=4, gpu_type="t4", priority=2) for i in range(500)], job("fits", gpu_type="t4")
+    )
+    decision = decide(queue, Snapshot(nodes=(node("n", "t4", "t4"),)))
+    assert admitted(decision) == {"fits": "n"}
+    assert {w.reason for w in decision.waiting} == {
+        "can never start here: gpu_count 4 is more than any node has: at most 2 t4 on one node"
+    }
+
+
+def test_a_reservation_counts_gpus_of_one_exact_type() -> None:
+    # "mixed" has two a100-family GPUs free, but of two sizes: the pair can only ever run on "busy".
+    nodes = (node("mixed", "a100", "a100-80gb"), node("busy", "a100", "a100"))
+    snapshot = Snapshot(nodes=nodes, running=(running("r", "busy", "0", "1", ends_at=HOUR),))
+    pair = job("pair", gpus=2, gpu_type="a100", priority=2)
+    other = job("other", gpu_type="a100", user="bob", limit=10 * HOUR)  # would end after 1 h
+    decision = decide(jobs(pair, other), snapshot)
+    assert admitted(decision) == {"other": "mixed"}
+    assert (
+        reasons(decision)["pair"] == "needs 2 free a100s on one node; 2 of 4 are free, at most 1 on one node"
+    )
+
+
+def test_a_reservation_goes_to_a_node_that_can_hold_the_whole_job() -> None:
+    nodes = (node("few-cores", "t4", "t4", cpu=4), node("many-cores", "t4", "t4", cpu=64))
+    snapshot = Snapshot(nodes=nodes, running=(running("r", "many-cores", "0", ends_at=HOUR),))
+    big = job("big", gpus=2, gpu_type="t4", cpu=32, priority=2)
+    small = job("small", gpu_type="t4", user="bob", limit=10 * HOUR)
+    decision = decide(jobs(big, small), snapshot)
+    assert admitted(decision) == {"small": "few-cores"}
+
+
 def test_jobs_on_other_nodes_are_not_held_back_by_a_reservation() -> None:
     nodes = (node("busy", "a100", "a100"), node("other", "t4"))
     snapshot = Snapshot(nodes=nodes, running=(running("r", "busy", "0", ends_at=HOUR),))
@@ -259,6 +358,15 @@ def test_jobs_for_a_declared_pool_are_admitted_up_to_its_capacity() -> None:
     assert reasons(decision)["p3"] == (
         "the a100 node pool is at its declared size (8 GPUs, 0 not yet claimed); "
         "waiting for running jobs to end"
+    )
+
+
+def test_a_job_bigger_than_a_pools_nodes_can_never_start() -> None:
+    config = PolicyConfig(pools=(Pool("a100", gpus_per_node=8, max_nodes=4),))
+    decision = decide(jobs(job("p", gpus=16, gpu_type="a100")), Snapshot(nodes=(node("cpu-only"),)), config)
+    assert not decision.admissions
+    assert reasons(decision)["p"] == (
+        "can never start here: gpu_count 16 is more than any node has: at most 8 a100 on one node"
     )
 
 

@@ -16,6 +16,12 @@ One cycle, in numbered steps (the order matters):
    own timeout ends before the reservation (backfill), so a small job never delays a bigger, more
    important one.
 5. **Explain.**  Every job left waiting gets its position and a reason a person can act on.
+
+As each job comes up, before its quota, it is checked against the one definition of "fits" the
+submit check uses too (``fit``): a job no node could ever hold is queued only when the cluster shrank
+(or its quota changed) after it was accepted.  It waits with the reason ("can never start here: ..."),
+takes no reservation and holds no one back.  CPU and memory are held like GPUs, per node (a node whose
+memory is unknown is not limited by it).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..fit import ClusterSizes, Shape, describe, serves, size_text
 from ..gputypes import ANY, satisfies
 from ..inventory import Node
 
@@ -61,6 +68,7 @@ class Request:
     runtime_limit: float | None = None  # its timeout: bounds its end, for backfill
     quota: Quota = NO_QUOTA
     seq: int = 0
+    memory: float = 0.0  # bytes (its memory limit); 0: none asked
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class Running:
     group: str = "default"
     ends_at: float | None = None
     pool: str | None = None  # admitted onto a node pool the cluster has yet to add
+    memory: float = 0.0  # bytes it holds on its node
 
 
 @dataclass(frozen=True)
@@ -144,16 +153,20 @@ class _Capacity:
     def __init__(self, nodes: Sequence[Node], running: Sequence[Running], pools: Sequence[Pool]) -> None:
         held: dict[str, set[str]] = defaultdict(set)
         cpu_used: dict[str, float] = defaultdict(float)
+        memory_used: dict[str, float] = defaultdict(float)
         for job in running:
             if job.node:
                 held[job.node].update(job.gpus)
                 cpu_used[job.node] += job.cpu
+                if job.memory:
+                    memory_used[job.node] += job.memory
         self.nodes = {node.name: node for node in nodes}
         self.device_types = {
             (node.name, device.index): device.gpu_type for node in nodes for device in node.devices
         }
         self.free: dict[str, dict[str, list[str]]] = {}
         self.cpu: dict[str, float] = {}
+        self.memory: dict[str, float] = {}  # free bytes; infinite where the node's memory is unknown
         self.buckets: dict[str, dict[int, dict[str, None]]] = defaultdict(lambda: defaultdict(dict))
         self.total_by_type: dict[str, int] = defaultdict(int)
         for node in nodes:
@@ -167,6 +180,9 @@ class _Capacity:
                     by_type[device.gpu_type].append(device.index)
             self.free[node.name] = dict(by_type)
             self.cpu[node.name] = node.cpu_cores - cpu_used[node.name]
+            self.memory[node.name] = (
+                node.memory_bytes - memory_used.get(node.name, 0.0) if node.memory_bytes > 0 else math.inf
+            )
             for gpu_type, indices in by_type.items():
                 self.buckets[gpu_type][len(indices)][node.name] = None
         self.types = sorted(self.total_by_type)
@@ -181,6 +197,9 @@ class _Capacity:
                 for device in node.devices:
                     self.offered_by_type[device.gpu_type] += 1
         self.largest_cpu = max((node.cpu_cores for node in nodes if node.offers), default=0.0)
+        self.largest_memory = max(
+            (node.memory_bytes or math.inf for node in nodes if node.offers), default=0.0
+        )
         self.version = 0  # bumped by every take: explanations are cached per version
         self._matching: dict[str, list[str]] = {}
         # Node pools: GPUs the cluster can still add, minus what jobs already admitted there hold.
@@ -194,11 +213,7 @@ class _Capacity:
     def matching_types(self, wanted: str, allowed: tuple[str, ...] | None) -> list[str]:
         key = f"{wanted}|{allowed}"
         if key not in self._matching:
-            self._matching[key] = [
-                t
-                for t in self.types
-                if satisfies(t, wanted) and (allowed is None or any(satisfies(t, a) for a in allowed))
-            ]
+            self._matching[key] = [t for t in self.types if serves(t, wanted, allowed)]
         return self._matching[key]
 
     def find(
@@ -207,6 +222,7 @@ class _Capacity:
         """The tightest node and devices for the request, skipping nodes ``usable`` marks False."""
         if request.gpu_count == 0:
             return self._find_cpu_only(request, usable)
+        cpu, memory = request.cpu, request.memory
         best: tuple[int, str, str] | None = None
         for gpu_type in self.matching_types(request.gpu_type, request.quota.allowed_gpu_types):
             buckets = self.buckets.get(gpu_type)
@@ -220,7 +236,8 @@ class _Capacity:
                         name
                         for name in buckets[count]
                         if (usable is None or usable.get(name, True))
-                        and (request.cpu <= 0 or self.cpu[name] + 1e-9 >= request.cpu)
+                        and (cpu <= 0 or self.cpu[name] + 1e-9 >= cpu)
+                        and (memory <= 0 or self.memory[name] + 1e-9 >= memory)
                     ),
                     None,
                 )
@@ -234,7 +251,13 @@ class _Capacity:
 
     def fits_on(self, request: Request, name: str) -> bool:
         """Whether the request fits on this one node now (reservations aside)."""
-        if name not in self.free or (request.cpu > 0 and self.cpu[name] + 1e-9 < request.cpu):
+        # The CPU and memory test of ``_spare_on``, inlined: this runs for every reserved node, per job.
+        cpu, memory = request.cpu, request.memory
+        if (
+            name not in self.free
+            or (cpu > 0 and self.cpu[name] + 1e-9 < cpu)
+            or (memory > 0 and self.memory[name] + 1e-9 < memory)
+        ):
             return False
         types = self.matching_types(request.gpu_type, request.quota.allowed_gpu_types)
         return any(len(self.free[name].get(gpu_type, ())) >= request.gpu_count for gpu_type in types) or (
@@ -244,16 +267,21 @@ class _Capacity:
     def _find_cpu_only(
         self, request: Request, usable: Mapping[str, bool] | None
     ) -> tuple[str, list[str]] | None:
-        for name, spare in self.cpu.items():
-            if (usable is None or usable.get(name, True)) and (
-                request.cpu <= 0 or spare + 1e-9 >= request.cpu
-            ):
+        for name in self.cpu:
+            if (usable is None or usable.get(name, True)) and self._spare_on(request, name):
                 return name, []
         return None
 
-    def take(self, node: str, devices: list[str], cpu: float) -> None:
+    def _spare_on(self, request: Request, name: str) -> bool:
+        """Whether the node has the CPU and memory the request asks for free now."""
+        return (request.cpu <= 0 or self.cpu[name] + 1e-9 >= request.cpu) and (
+            request.memory <= 0 or self.memory[name] + 1e-9 >= request.memory
+        )
+
+    def take(self, node: str, devices: list[str], cpu: float, memory: float = 0.0) -> None:
         self.version += 1
         self.cpu[node] -= max(cpu, 0.0)
+        self.memory[node] -= max(memory, 0.0)
         if not devices:
             return
         gpu_type = self.device_types[(node, devices[0])]
@@ -267,10 +295,7 @@ class _Capacity:
     def take_pool(self, request: Request) -> str | None:
         for gpu_type, spare in self.pool_free.items():
             fits = spare >= request.gpu_count and request.gpu_count <= self.pools[gpu_type].gpus_per_node
-            if fits and satisfies(gpu_type, request.gpu_type):
-                allowed = request.quota.allowed_gpu_types
-                if allowed is not None and not any(satisfies(gpu_type, a) for a in allowed):
-                    continue
+            if fits and serves(gpu_type, request.gpu_type, request.quota.allowed_gpu_types):
                 self.pool_free[gpu_type] = spare - request.gpu_count
                 self.version += 1
                 return gpu_type
@@ -410,33 +435,64 @@ def _reserve(
     capacity: _Capacity,
     releases: Mapping[str, list[tuple[float, list[str]]]],
     taken: set[str],
+    sizes: ClusterSizes,
 ) -> _Reservation | None:
-    """The node where enough matching GPUs free up earliest, given running jobs' latest ends."""
+    """The node where enough GPUs of one matching type free up earliest, given running jobs' latest
+    ends; only nodes that could hold the whole job once empty (CPU and memory too) are considered."""
     types = set(capacity.matching_types(request.gpu_type, request.quota.allowed_gpu_types))
     if not types or request.gpu_count == 0:
         return None
+    # A reservation on a node the job can never run on would hold that node back from everyone.
+    holding = sizes.nodes_fitting(_shape(request)) if request.cpu > 0 or request.memory > 0 else None
+    needed = request.gpu_count
     best: _Reservation | None = None
     candidates = {name for gpu_type in types for name in capacity.nodes_with.get(gpu_type, ())}
     for name in sorted(candidates):
-        if name in taken:
+        if name in taken or (holding is not None and name not in holding):
             continue
-        free_by_type = capacity.free[name]
-        have = sum(len(indices) for gpu_type, indices in free_by_type.items() if gpu_type in types)
-        when = 0.0
-        for ends_at, released in releases.get(name, ()):
-            if have >= request.gpu_count or (best is not None and ends_at >= best.starts_at):
-                break
-            have += sum(1 for gpu_type in released if gpu_type in types)
-            when = ends_at
-        if have >= request.gpu_count and (best is None or when < best.starts_at):
+        # Counted per exact type: a job's GPUs are all of one type.
+        when: float | None = None
+        have: dict[str, int] = {}
+        for gpu_type, indices in capacity.free[name].items():
+            if gpu_type in types:
+                have[gpu_type] = len(indices)
+                if len(indices) >= needed:
+                    when = 0.0
+        if when is None:
+            for ends_at, released in releases.get(name, ()):
+                if best is not None and ends_at >= best.starts_at:
+                    break
+                for gpu_type in released:
+                    if gpu_type in types:
+                        have[gpu_type] = count = have.get(gpu_type, 0) + 1
+                        if count >= needed:
+                            when = ends_at
+                if when is not None:
+                    break
+        if when is not None and (best is None or when < best.starts_at):
             best = _Reservation(request.job_id, name, when, request.gpu_type)
     return best
 
 
+def _shape(request: Request) -> Shape:
+    return Shape(
+        request.gpu_type, request.gpu_count, request.cpu, request.memory, request.quota.allowed_gpu_types
+    )
+
+
+NEVER_FITS = "can never start here: "
+
+
 def decide(requests: Sequence[Request], snapshot: Snapshot, config: PolicyConfig | None = None) -> Decision:
-    """Admit what fits, in policy order, within quotas and reservations; say why the rest waits."""
+    """Admit what fits, in policy order, within quotas and reservations; say why the rest waits.
+
+    A job no node could ever hold (the cluster shrank after it was accepted) waits with the reason
+    ("can never start here: ..."), takes no reservation and holds no one back."""
     config = config or PolicyConfig()
     capacity = _Capacity(snapshot.nodes, snapshot.running, config.pools)
+    # The same pools the submit check is given (type, GPUs per node), so both agree on what is possible.
+    sizes = ClusterSizes(snapshot.nodes, [(pool.gpu_type, pool.gpus_per_node) for pool in config.pools])
+    never: dict[tuple[object, ...], str] = {}  # per shape: why it can never start ("" when it can)
     use: dict[str, _UserUse] = defaultdict(_UserUse)
     device_types = capacity.device_types
     for job in snapshot.running:
@@ -468,20 +524,26 @@ def decide(requests: Sequence[Request], snapshot: Snapshot, config: PolicyConfig
         waiting.append(Waiting(request.job_id, len(waiting) + 1, reason))
 
     while (request := order.pop()) is not None:
+        fit = (
+            request.gpu_type,
+            request.gpu_count,
+            request.cpu,
+            request.memory,
+            request.quota.allowed_gpu_types,
+        )
+        impossible = never.get(fit)
+        if impossible is None:
+            impossible = never[fit] = sizes.never_fits(_shape(request)) or ""
+        if impossible:
+            wait(request, NEVER_FITS + impossible)
+            continue
         problem = _quota_problem(request, use[request.user], None)
         if problem:
             wait(request, problem)
             continue
         ends_at = snapshot.now + request.runtime_limit if request.runtime_limit else math.inf
         level, usable = usable_for(ends_at)
-        shape = (
-            request.gpu_type,
-            request.gpu_count,
-            request.cpu,
-            request.quota.allowed_gpu_types,
-            level,
-            len(reserved_nodes),
-        )
+        shape = (*fit, level, len(reserved_nodes))
         placed = None if shape in no_room else capacity.find(request, usable=usable)
         if placed is not None:
             node, devices = placed
@@ -490,7 +552,7 @@ def decide(requests: Sequence[Request], snapshot: Snapshot, config: PolicyConfig
             if problem:
                 wait(request, problem)
                 continue
-            capacity.take(node, devices, request.cpu)
+            capacity.take(node, devices, request.cpu, request.memory)
             use[request.user].add(request.gpu_count, device_type)
             order.charge(request)
             admissions.append(Admission(request.job_id, node, tuple(devices)))
@@ -511,7 +573,7 @@ def decide(requests: Sequence[Request], snapshot: Snapshot, config: PolicyConfig
         if len(reservations) < config.max_reservations:
             if releases is None:
                 releases = _releases(capacity, snapshot.running)
-            reservation = _reserve(request, capacity, releases, set(reserved_nodes))
+            reservation = _reserve(request, capacity, releases, set(reserved_nodes), sizes)
             if reservation is not None:
                 reservations.append(reservation)
                 reserved_nodes[reservation.node] = reservation
@@ -538,16 +600,22 @@ def _blocking_reservation(
 
 
 def explain_wait(request: Request, capacity: _Capacity) -> str:
-    """Why ``request`` cannot start now, in words ("no free a100: 0 of 2 free, 1 needed")."""
+    """Why ``request``, which could fit some node, cannot start now, in words ("no free a100: 0 of 2
+    free, 1 needed").  Jobs that can never fit are explained by ``fit.never_fits`` instead."""
     label = "GPU" if request.gpu_type == ANY else request.gpu_type
+    allowed = request.quota.allowed_gpu_types
     if request.gpu_count:
         free_count, most, total = capacity.free_matching(request)
-        offered = sum(
-            count
-            for gpu_type, count in capacity.offered_by_type.items()
-            if satisfies(gpu_type, request.gpu_type)
+        types = capacity.matching_types(request.gpu_type, allowed)
+        offered = sum(capacity.offered_by_type.get(gpu_type, 0) for gpu_type in types)
+        pool = next(
+            (
+                p
+                for p in capacity.pools.values()
+                if serves(p.gpu_type, request.gpu_type, allowed) and p.gpus_per_node >= request.gpu_count
+            ),
+            None,
         )
-        pool = next((p for p in capacity.pools.values() if satisfies(p.gpu_type, request.gpu_type)), None)
         if pool is not None and free_count < request.gpu_count:
             size = pool.gpus_per_node * pool.max_nodes
             return (
@@ -565,8 +633,26 @@ def explain_wait(request: Request, capacity: _Capacity) -> str:
                 f"needs {request.gpu_count} free {label}s on one node; {free_count} of {total} are free, "
                 f"at most {most} on one node"
             )
-    largest = capacity.largest_cpu
-    if request.cpu > largest:
-        return f"needs {request.cpu:g} CPU cores but the largest node has {largest:g}"
+    # Bigger nodes exist (else the job could never fit), but none of them is offering now.
+    if request.cpu > capacity.largest_cpu + 1e-9:
+        return (
+            f"needs {request.cpu:g} CPU cores but the largest available node has {capacity.largest_cpu:g}; "
+            "larger ones are cordoned or not ready"
+        )
+    if request.memory > capacity.largest_memory + 1e-9:
+        return (
+            f"needs {size_text(request.memory)} of memory but the largest available node has "
+            f"{size_text(capacity.largest_memory)}; larger ones are cordoned or not ready"
+        )
+    if not capacity.cpu:
+        return "no node available: every node is cordoned or not ready"
     spare = max(capacity.cpu.values(), default=0.0)
-    return f"waiting for CPU: needs {request.cpu:g} cores, at most {max(spare, 0):g} free on one node"
+    if request.cpu > 0 and spare + 1e-9 < request.cpu:
+        return f"waiting for CPU: needs {request.cpu:g} cores, at most {max(spare, 0):g} free on one node"
+    spare_memory = max(capacity.memory.values(), default=0.0)
+    if request.memory > 0 and spare_memory + 1e-9 < request.memory:
+        return (
+            f"waiting for memory: needs {size_text(request.memory)}, "
+            f"at most {size_text(max(spare_memory, 0))} free on one node"
+        )
+    return f"waiting for one node with {describe(_shape(request))} free at once"

@@ -8,6 +8,7 @@
   them per node and hands ``kube_node`` what other workloads hold).
 - The type comes from the labels clusters really carry (GPU feature discovery, GKE, EKS, the brief's
   ``accelerator``), through the one normaliser.
+- CPU cores and memory bytes come from ``status.allocatable`` too (memory 0 when unreadable: unknown).
 - A cordoned (unschedulable) or NotReady node offers nothing.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from ...gputypes import family_of, normalise_gpu_type
 from ...inventory import Device, Node
-from ...quantities import QuantityError, parse_cpu
+from ...quantities import QuantityError, parse_cpu, parse_memory
 
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
 MIG_PREFIX = "nvidia.com/mig-"
@@ -165,10 +166,15 @@ def kube_node(
         cpu = parse_cpu(str(allocatable.get("cpu", "0")))
     except QuantityError:
         cpu = 0.0
+    try:
+        memory = float(parse_memory(str(allocatable.get("memory", "0"))))
+    except QuantityError:
+        memory = 0.0  # unknown: memory then limits nothing on this node, rather than everything
     generic = Node(
         name=metadata.get("name", ""),
         devices=tuple(devices),
         cpu_cores=cpu,
+        memory_bytes=memory,
         ready=_ready(node),
         schedulable=not node.get("spec", {}).get("unschedulable", False),
         taints=tuple(str(t) for t in taints),
