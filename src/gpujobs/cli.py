@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--env", "-e", action="append", default=[], metavar="NAME=VALUE")
     submit.add_argument("--timeout", type=int, default=None, help="seconds before the job is killed")
     submit.add_argument("--retries", type=int, default=None)
+    submit.add_argument(
+        "--idempotency-key",
+        default=None,
+        help="any text up to 255 characters: running this command again with the same key gives back "
+        "the same job instead of a second one (by default each run is a new submission)",
+    )
     submit.add_argument("--follow", "-f", action="store_true", help="stream the logs until the job ends")
 
     for name, text in (("status", "show a job"), ("cancel", "cancel a job")):
@@ -206,6 +212,7 @@ def _user_command(options: argparse.Namespace) -> int:
             env=env,
             timeout=options.timeout,
             retries=options.retries,
+            idempotency_key=options.idempotency_key,
         )
         print(f"submitted job {job.id}: {describe(job.view)}", file=sys.stderr)
         if options.follow:

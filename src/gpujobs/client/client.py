@@ -17,14 +17,22 @@ Example::
 from __future__ import annotations
 
 import os
+import random
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 import httpx
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+# Seconds to wait before each new attempt at a submission; four retries, under 4 s in all: long enough
+# to ride out a service restart or a proxy hiccup, short enough that a notebook cell does not seem hung.
+SUBMIT_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+# Answers that say "not now" rather than "no": a crash, or a proxy that could not reach the service.
+_RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
 
 class ApiError(Exception):
@@ -47,6 +55,17 @@ def _service_url_from_env(env: Mapping[str, str]) -> str | None:
     if public:
         return public.rstrip("/").removesuffix("/hub") + "/services/gpujobs/"
     return None
+
+
+def _worth_retrying(exc: httpx.HTTPError) -> bool:
+    """Connection refused or dropped, timeouts: the next attempt may succeed.  A URL with a scheme
+    httpx does not speak, or endless redirects, will not."""
+    return isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.UnsupportedProtocol)
+
+
+def _jittered(delay: float) -> float:
+    # Many notebooks that lost the service at the same moment should not come back in lockstep.
+    return delay * random.uniform(0.8, 1.2)
 
 
 def _portable_path(script: str, env: Mapping[str, str]) -> str:
@@ -72,6 +91,8 @@ class Client:
         url: the service's base URL (``http://hub:8000/services/gpujobs/``); from the environment if None.
         token: a JupyterHub API token; ``GPUJOBS_TOKEN`` or ``JUPYTERHUB_API_TOKEN`` if None.
         timeout: seconds for each request (log follows are not limited).
+        submit_retry_delays: seconds to wait before each retry of a submission that could not reach
+            the service or got a 5xx answer; its length is the number of retries (``()``: none).
     Raises:
         ApiError: when no URL or token can be found.
     """
@@ -82,6 +103,7 @@ class Client:
         token: str | None = None,
         *,
         timeout: float = 30.0,
+        submit_retry_delays: Sequence[float] = SUBMIT_RETRY_DELAYS,
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
@@ -95,6 +117,7 @@ class Client:
             raise ApiError(0, "no token: set JUPYTERHUB_API_TOKEN (a JupyterHub API token)")
         self.url = url.rstrip("/") + "/"
         self._env = env
+        self._submit_retry_delays = tuple(submit_retry_delays)
         self._http = httpx.Client(
             base_url=self.url, headers={"Authorization": f"token {token}"}, timeout=timeout
         )
@@ -119,6 +142,35 @@ class Client:
         except httpx.HTTPError as exc:
             raise ApiError(0, f"cannot reach gpujobs at {self.url}: {exc.__class__.__name__}") from None
         return self._data(response)
+
+    def _request_idempotent(self, method: str, path: str, key: str, **kwargs: Any) -> Any:
+        """``_request`` that sends ``Idempotency-Key: key`` and repeats the very same request while the
+        service cannot be reached or answers 5xx: the key makes a repeat return the job the first
+        attempt may have created instead of creating a second one.
+        """
+        headers = {"Idempotency-Key": key}
+        attempts = len(self._submit_retry_delays) + 1
+        status, problem = 0, ""
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(_jittered(self._submit_retry_delays[attempt - 1]))
+            try:
+                response = self._http.request(method, path.lstrip("/"), headers=headers, **kwargs)
+            except httpx.HTTPError as exc:
+                if not _worth_retrying(exc):
+                    raise ApiError(
+                        0, f"cannot reach gpujobs at {self.url}: {exc.__class__.__name__}"
+                    ) from None
+                status, problem = 0, f"could not reach it ({exc.__class__.__name__})"
+                continue
+            if response.status_code not in _RETRY_STATUSES:
+                return self._data(response)
+            status, problem = response.status_code, f"it answered {_describe_failure(response)}"
+        raise ApiError(
+            status,
+            f"gave up on gpujobs at {self.url} after {attempts} attempts: {problem}.  Submitting again "
+            f"with the idempotency key {key} is safe: it gives back the job an attempt may have created.",
+        )
 
     @staticmethod
     def _data(response: httpx.Response) -> Any:
@@ -166,11 +218,20 @@ class Client:
         timeout: int | None = None,
         retries: int | None = None,
         image: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """Submit a script file (``script``) or inline source (``code``) and return its ``Job``.
 
         Example: ``client.submit("train.py", gpus=1, gpu_type="t4", requirements=["numpy"])``.
-        Raises ApiError (with ``field``) when the service refuses the spec.
+
+        A submission that cannot reach the service, or gets a 5xx answer, is sent again a few times
+        (see ``submit_retry_delays``) under one ``Idempotency-Key``, so it creates at most one job even
+        when an attempt got through but its answer was lost.  Pass ``idempotency_key`` (up to 255
+        characters) to make a submission of your own safe to repeat, e.g. from a script that may be
+        re-run; the same key with a different spec is refused.
+
+        Raises ApiError (with ``field``) when the service refuses the spec, or when it could not be
+        reached after the retries.
         """
         if script is not None:
             script = _portable_path(script, self._env)
@@ -195,7 +256,9 @@ class Client:
             spec["gpu_required"] = True
         # Unset fields are left out, so an older service accepts a newer client.
         body = {key: value for key, value in spec.items() if value is not None}
-        return Job(self, self._request("POST", "api/k8s/submit-job", json=body))
+        # One key per submission, not per attempt: that is what makes the retries safe.
+        key = uuid.uuid4().hex if idempotency_key is None else idempotency_key
+        return Job(self, self._request_idempotent("POST", "api/k8s/submit-job", key, json=body))
 
     def jobs(
         self, *, user: str | None = None, status: str | Sequence[str] | None = None, limit: int = 50
@@ -279,6 +342,16 @@ class Job:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} still {view['status']} after {timeout} s")
             time.sleep(poll)
+
+
+def _describe_failure(response: httpx.Response) -> str:
+    """``503 (the job database does not answer)``: the status, and the service's message if it sent one
+    (a proxy's error page is not worth quoting)."""
+    try:
+        message = response.json().get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return f"{response.status_code} ({message})" if message else str(response.status_code)
 
 
 def describe(view: Mapping[str, Any]) -> str:
