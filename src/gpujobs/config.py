@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     port: int = 8765
     simulate_gpus: str = Field("", description="Simulated devices, e.g. 'a100-80gb:2,t4:1'.")
     nvml: bool = Field(True, description="Discover real GPUs with NVML.")
+    local_cpu_cores: float | None = Field(
+        None, gt=0, description="CPU cores the local executor offers jobs; all of this machine's by default."
+    )
 
     home_template: str = Field(
         "/home/{username}", description="Each user's home; relative paths resolve here."

@@ -333,6 +333,9 @@ class JobLogs(BaseModel):
     job_id: str
     status: JobStatus
     logs: str
+    truncated: bool = Field(
+        False, description="The answer was cut at the size limit: only the newest part of the log is here."
+    )
 
 
 T = TypeVar("T")

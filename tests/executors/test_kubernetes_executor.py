@@ -139,18 +139,43 @@ def test_gpus_held_by_other_pods_count(alice: Api, cluster: FakeCluster) -> None
         httpx.delete(f"{cluster.url}/api/v1/namespaces/default/pods/jupyter-bob")
 
 
-def test_a_job_the_cluster_cannot_place_says_why_and_an_unpullable_image_fails(alice: Api) -> None:
-    # gpujobs does not schedule memory, the cluster does: its scheduler's words reach the user.
-    job = alice.submit_ok(**script("print(1)", memory_limit="512Gi"))
-    waiting = wait_for(
-        lambda: (v := alice.status(job["job_id"]))["message"] and "cluster" in v["message"] and v,
-        what="the cluster's reason",
-    )
-    assert waiting["status"] == "pending"
-    assert "Insufficient memory" in waiting["message"] and waiting["message"].startswith(
-        "waiting in the cluster: 0/"
-    )
-    alice.http.post(f"api/k8s/job/{job['job_id']}/cancel")
+def test_a_job_the_cluster_cannot_place_says_why_and_an_unpullable_image_fails(
+    alice: Api, cluster: FakeCluster
+) -> None:
+    # gpujobs does not count other workloads' memory, the cluster does: its scheduler's words reach
+    # the user.  Another team's pod takes most of the t4 node's memory.
+    hog = {
+        "metadata": {"name": "memory-hog"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "hog",
+                    "image": "x",
+                    "command": ["python", "-c", "import time; time.sleep(600)"],
+                    "resources": {"requests": {"memory": "200Gi"}},
+                }
+            ],
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"},
+        },
+    }
+    assert httpx.post(f"{cluster.url}/api/v1/namespaces/default/pods", json=hog).status_code == 201
+    try:
+        job = alice.submit_ok(**script("print(1)", gpu_count=1, gpu_type="t4", memory_limit="100Gi"))
+        waiting = wait_for(
+            lambda: (v := alice.status(job["job_id"]))["message"] and "cluster" in v["message"] and v,
+            what="the cluster's reason",
+        )
+        assert waiting["status"] == "pending"
+        assert "Insufficient memory" in waiting["message"] and waiting["message"].startswith(
+            "waiting in the cluster: 0/"
+        )
+        alice.http.post(f"api/k8s/job/{job['job_id']}/cancel")
+    finally:
+        httpx.delete(f"{cluster.url}/api/v1/namespaces/default/pods/memory-hog")
+    # More memory than any node has is refused at submit, naming the largest node.
+    refused = alice.submit(**script("print(1)", memory_limit="512Gi"))
+    assert refused.status_code == 422 and "at most 256 GiB" in refused.json()["message"]
     unpullable = alice.submit_ok(**script("print(1)", image="registry.example/does-not-exist:1"))
     failed = alice.wait_status(unpullable["job_id"], "failed")
     assert failed["reason"] == "ImagePullBackOff" and "does-not-exist" in failed["message"]

@@ -121,9 +121,20 @@ def test_cancel_stops_the_job_and_everything_it_started(alice: Api, tmp_path: Pa
     assert response.status_code == 200 and response.json()["data"]["status"] == "cancelled"
     for pid in json.loads(pids.read_text()):
         wait_for(lambda pid=pid: not pid_alive(pid), timeout=30, what=f"process {pid} to end")
-    again = alice.http.post(f"api/k8s/job/{job['job_id']}/cancel")
-    assert again.status_code == 409 and "already ended" in again.json()["message"]
-    assert alice.status(job["job_id"])["status"] == "cancelled"
+    again = alice.http.post(f"api/k8s/job/{job['job_id']}/cancel")  # a retried cancel: same answer
+    assert again.status_code == 200 and again.json()["data"]["job_id"] == job["job_id"]
+    assert again.json()["data"]["status"] == "cancelled"
+    wait_for(  # the executor confirmed its processes are gone: its GPU is free again
+        lambda: "being stopped" not in alice.status(job["job_id"])["message"], what="the GPU to be freed"
+    )
+
+
+def test_cancelling_a_job_that_completed_is_refused(alice: Api) -> None:
+    job = alice.submit_ok(**script("print('done')"))
+    alice.wait_status(job["job_id"], "completed")
+    refused = alice.http.post(f"api/k8s/job/{job['job_id']}/cancel")
+    assert refused.status_code == 409 and "already ended (completed)" in refused.json()["message"]
+    assert alice.status(job["job_id"])["status"] == "completed"
 
 
 def test_cancel_a_queued_job_means_it_never_runs(alice: Api, tmp_path: Path) -> None:

@@ -97,3 +97,72 @@ def test_listing_is_newest_first_and_pages(store: Store) -> None:
     assert [j.job_id for j in alice] == ["p4", "p2"]
     rest = store.read_sync(lambda s: repo.list_jobs(s, user="alice", limit=2, before_seq=alice[-1].seq))
     assert [j.job_id for j in rest] == ["p0"]
+
+
+def test_a_transition_returns_what_it_replaced_and_holding_follows_the_state(store: Store) -> None:
+    store.write_sync(lambda s: repo.add_job(s, **values("h1")))
+    admitted = store.write_sync(lambda s: repo.change(s, "h1", JobStatus.PENDING, node="n", gpus=["0"]))
+    assert (admitted.before.status, admitted.after.status) == (JobStatus.QUEUED, JobStatus.PENDING)
+    assert admitted.after.holding  # admission takes the GPUs
+    with pytest.raises(IllegalTransition):  # compare-and-set: only from the states asked for
+        store.write_sync(lambda s: repo.change(s, "h1", JobStatus.RUNNING, only_from=(JobStatus.QUEUED,)))
+    stopping = store.write_sync(lambda s: repo.change(s, "h1", JobStatus.CANCELLED, holding=True))
+    assert stopping.before.status is JobStatus.PENDING and stopping.after.stopping
+    released = store.write_sync(lambda s: repo.release(s, "h1"))
+    assert released is not None and not released.holding and released.status is JobStatus.CANCELLED
+    assert store.write_sync(lambda s: repo.release(s, "h1")) is None  # once
+
+
+def test_a_launch_is_recorded_only_for_a_pending_job(store: Store) -> None:
+    store.write_sync(lambda s: repo.add_job(s, **values("l1")))
+    with pytest.raises(IllegalTransition):
+        store.write_sync(lambda s: repo.mark_launched(s, "l1"))  # still queued
+    store.write_sync(lambda s: repo.transition(s, "l1", JobStatus.PENDING))
+    first = store.write_sync(lambda s: repo.mark_launched(s, "l1"))
+    assert first.launched_at is not None
+    assert store.write_sync(lambda s: repo.mark_launched(s, "l1")).launched_at == first.launched_at
+    store.write_sync(lambda s: repo.transition(s, "l1", JobStatus.CANCELLED))
+    with pytest.raises(IllegalTransition):  # a cancel that came first makes the launch fail
+        store.write_sync(lambda s: repo.mark_launched(s, "l1"))
+    requeued = store.write_sync(lambda s: repo.add_job(s, **values("l2")))
+    store.write_sync(lambda s: repo.transition(s, "l2", JobStatus.PENDING, node="n", gpus=["1"]))
+    store.write_sync(lambda s: repo.mark_launched(s, "l2"))
+    back = store.write_sync(lambda s: repo.transition(s, requeued.job_id, JobStatus.QUEUED))
+    assert (back.launched_at, back.node, back.gpus, back.holding) == (None, None, (), False)
+
+
+def test_listeners_hear_every_change_in_commit_order_before_the_writer_returns(store: Store) -> None:
+    heard: list[tuple[str, str]] = []
+
+    async def scenario() -> list[tuple[str, str]]:
+        store.subscribe(lambda changes: heard.extend((c.job_id, c.status.value) for c in changes))
+        await store.add_job(repo.new_job_values(**values("o1")))
+        assert heard == [("o1", "queued")]  # already applied when the write returns
+        await store.write(lambda s: repo.transition(s, "o1", JobStatus.PENDING))
+        failed = store.write(lambda s: repo.transition(s, "o1", JobStatus.QUEUED) and 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            await failed  # rolled back: its change is not heard
+        await store.write(lambda s: repo.transition(s, "o1", JobStatus.CANCELLED))
+        return heard
+
+    assert asyncio.run(scenario()) == [("o1", "queued"), ("o1", "pending"), ("o1", "cancelled")]
+
+
+def test_one_key_one_job_and_a_different_body_is_refused(store: Store) -> None:
+    first, created = store.write_sync(
+        lambda s: repo.add_job_once(s, repo.new_job_values(**values("k1")), key="key", body_hash="a")
+    )
+    again, created_again = store.write_sync(
+        lambda s: repo.add_job_once(s, repo.new_job_values(**values("k2")), key="key", body_hash="a")
+    )
+    assert (created, created_again, again.job_id) == (True, False, first.job_id)
+    with pytest.raises(repo.IdempotencyConflict):
+        store.write_sync(
+            lambda s: repo.add_job_once(s, repo.new_job_values(**values("k3")), key="key", body_hash="b")
+        )
+    other_user = {**values("k4"), "user": "bob"}
+    theirs, created = store.write_sync(
+        lambda s: repo.add_job_once(s, repo.new_job_values(**other_user), key="key", body_hash="b")
+    )
+    assert created and theirs.job_id == "k4"  # keys are per user
+    assert len(store.read_sync(lambda s: repo.list_jobs(s, limit=10))) == 2

@@ -1,45 +1,52 @@
 """The executor contract.
 
-An executor runs jobs the scheduler has admitted and reports what becomes of them.  The store stays
-the one source of truth: executors never write to it; they emit ``JobEvent``s that the service
-applies through the store's transition guard (so a late "finished" after a cancel changes nothing).
+An executor runs the jobs the store says to run and tells what it sees of them.  It never writes to
+the store and never decides a job's state: the reconciler (``gpujobs.reconciler``) compares what the
+store says with what ``observe`` reports and records the difference.  Every call may be repeated (after
+a failure, a restart, a race), so every call is idempotent, and any exception it raises is turned into
+a recorded outcome by the reconciler, never lost.
 
-Life of an executor, called by the service in this order:
+Life of an executor, as the service uses it:
 
 ``start()``
     Discover the inventory and begin watching.  Must not fail when there are no GPUs.
-``recover(active_jobs)``
-    Called once after ``start`` with the jobs the store says are ``pending`` or ``running``.  For each
-    one: re-attach if it still runs, emit its final state if it ended while we were away, emit
-    ``failed``/``Lost`` if it vanished, or emit ``queued`` if it provably never started (so it is
-    admitted again; nothing ever runs twice).
-``inventory()``
-    The current nodes and devices, from memory: no I/O, called on every scheduling cycle and on every
-    ``gpu-status`` request.
+``inventory()`` / ``external_holds()``
+    From memory, no I/O: asked on every scheduling cycle and every ``gpu-status`` request.
 ``launch(job)``
-    Start an admitted (``pending``) job on ``job.node`` with exactly ``job.gpus``.  Returns once the
-    job is handed over; emits ``running`` when its code starts and a terminal event when it ends.
-    Raises ``LaunchError`` when it cannot be started at all.
-``cancel(job)``
-    Stop the job and everything it started (graceful signal, then kill after a grace period).  The
-    service has already recorded ``cancelled``.  Safe to call for a job that already ended.
+    Start an admitted job on ``job.node`` with exactly ``job.gpus``.  Its identity on the executor is
+    derived from ``job.job_id``, so a second call for the same job *adopts* what the first made instead
+    of starting it twice.  Returns once the job is handed over (its code may start later).  Raises
+    ``LaunchError`` when the job can never be started (nothing of it runs); any other exception is
+    taken as passing and the call is retried with backoff.
+``observe(jobs)``
+    What the executor sees of each job now, as an ``Observation`` per job id: ``ABSENT`` (nothing of it
+    here and nothing of it can have run), ``STARTING``, ``RUNNING`` or ``ENDED`` with its outcome (a job
+    that vanished without an outcome is ``ENDED`` as ``failed``/``Lost``).  Must not hold the event loop
+    (file reads run in a thread); must answer for every job asked, and one job's trouble must not spoil
+    the others' answers.
+``stop(job)``
+    Make the job's processes (all of them) end: a graceful signal, then a kill once the grace period
+    has passed.  Called again on every pass until ``observe`` says the job ended or is absent; only then
+    are its GPUs free.  Safe for a job that never started or already ended.
+``collect(job)``
+    Called once an end is observed, before it is recorded: keep what must outlive the job (its whole
+    log), clean up what the executor made.  Idempotent.
 ``log_path(job_id)``
-    The file that holds the job's output (the executor keeps it current while the job runs and keeps
-    it after the job ends).
-``stop()``
-    Stop watching.  Jobs keep running: a restarted service re-attaches to them.
+    The file that holds the job's output (kept current while the job runs, kept after it ends).
+``problem()``
+    Why the executor cannot reach its jobs right now (health reports it), or None.
+``close()``
+    Stop watching.  Jobs keep running: a restarted service finds them again through ``observe``.
 
-An event with status ``pending`` for a job that is pending changes no state: it updates the job's
-``message`` (why the cluster has not started it yet).
-
-Events carry: status, reason (``NonZeroExit``, ``OOMKilled``, ``Timeout``, ``Cancelled``, ``Lost``,
-``RequirementsFailed``, ...), a message for people, exit code and attempt count.
+``wake`` is set by the service: an executor calls it when it learns something may have changed (a
+watch event, a process that ended), so the reconciler looks again at once instead of at its next pass.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import enum
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -49,25 +56,45 @@ from ..models import JobStatus
 from ..store.records import JobRecord
 
 
+class Phase(str, enum.Enum):
+    ABSENT = "absent"
+    STARTING = "starting"
+    RUNNING = "running"
+    ENDED = "ended"
+
+
 @dataclass(frozen=True)
-class JobEvent:
-    job_id: str
-    status: JobStatus
+class Observation:
+    """What an executor sees of one job.  For ``ENDED``: ``status`` is completed, failed or cancelled,
+    with ``reason`` (``NonZeroExit``, ``OOMKilled``, ``Timeout``, ``Lost``, ...), a message for people,
+    the exit code, and when it started and ended where known.  ``message`` on a job that is not ended
+    is news to show (why the cluster has not started it yet, that an attempt was evicted)."""
+
+    phase: Phase
+    status: JobStatus | None = None
     reason: str | None = None
     message: str | None = None
     exit_code: int | None = None
     attempts: int | None = None
-    at: datetime | None = None
-    # News about a job that stays in ``status`` (why it still waits, that an attempt was evicted):
-    # a message to show, not a transition.  Events for PENDING jobs are always news.
-    news: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def lost(cls, message: str) -> Observation:
+        return cls(Phase.ENDED, JobStatus.FAILED, reason="Lost", message=message)
 
 
-EventSink = Callable[[JobEvent], Awaitable[None]]
+ABSENT = Observation(Phase.ABSENT)
+STARTING = Observation(Phase.STARTING)
 
 
 class LaunchError(Exception):
-    """The job could not be started at all; the message says why."""
+    """The job can never be started as it is (its spec, a missing namespace ...); nothing of it runs.
+    The message says why, to the job's owner."""
+
+
+def _never_woken() -> None:
+    return None
 
 
 class Executor(abc.ABC):
@@ -75,32 +102,61 @@ class Executor(abc.ABC):
     # Whether admitting a job onto a node the cluster has yet to add makes sense (Kubernetes with an
     # autoscaler: its pod waits Pending until the node comes).
     supports_pools: bool = False
-
-    def __init__(self, on_event: EventSink) -> None:
-        self._emit = on_event
+    # How often the reconciler asks ``observe`` when nothing wakes it (seconds).
+    observe_interval: float = 0.25
+    wake: Callable[[], None] = staticmethod(_never_woken)
 
     def external_holds(self) -> Mapping[str, Mapping[str, int]]:
         """Per node, how many devices of each type workloads that are not gpujobs jobs hold (a notebook
         server's GPU, another team's pod; none on the local executor)."""
         return {}
 
-    @abc.abstractmethod
-    async def start(self) -> None: ...
+    def problem(self) -> str | None:
+        return None
 
     @abc.abstractmethod
-    async def recover(self, active_jobs: Sequence[JobRecord]) -> None: ...
+    async def start(self) -> None:
+        """Discover the inventory and begin watching.  Must not fail for want of GPUs; may raise when
+        the executor cannot work at all (the service then does not start)."""
 
     @abc.abstractmethod
-    def inventory(self) -> Inventory: ...
+    def inventory(self) -> Inventory:
+        """Nodes and devices, from memory (no I/O: asked on every cycle and every request)."""
 
     @abc.abstractmethod
-    async def launch(self, job: JobRecord) -> None: ...
+    async def launch(self, job: JobRecord) -> None:
+        """Hand an admitted job over: run it on ``job.node`` with exactly ``job.gpus``.
+
+        Idempotent: the job's identity on the executor comes from ``job.job_id``, so a repeat (after
+        an error, a restart) adopts what an earlier call made; never start it twice.  Returns once the
+        job is handed over.  Raises ``LaunchError`` when it can never be started (then nothing of it
+        may run); any other exception means "try again" (the reconciler retries with backoff)."""
 
     @abc.abstractmethod
-    async def cancel(self, job: JobRecord) -> None: ...
+    async def observe(self, jobs: Sequence[JobRecord]) -> dict[str, Observation]:
+        """What the executor sees of each job, by id.  ``ABSENT`` only when nothing of the job can
+        have run; a job that vanished without an outcome is ``Observation.lost``.  A job it cannot say
+        anything about right now is left out (the reconciler asks again next pass); one job's trouble
+        never spoils the others' answers.  Must not hold the event loop.  Changes nothing (a log
+        follower may be started)."""
 
     @abc.abstractmethod
-    def log_path(self, job_id: str) -> Path: ...
+    async def stop(self, job: JobRecord) -> None:
+        """Make every process of the job end: a graceful signal first, a kill once the grace period is
+        over.  Called on every pass until ``observe`` says the job ended or is absent, so it must be
+        cheap to repeat and escalate by itself.  Safe for a job that never started or already ended.
+        May raise: the reconciler calls it again next pass."""
+
+    async def collect(self, job: JobRecord) -> None:  # noqa: B027 - most executors keep nothing extra
+        """Called once an end is observed, before it is recorded: keep what must outlive the job (its
+        whole log), clean up what the executor made.  Idempotent; may raise (the end is then recorded on
+        a later pass)."""
 
     @abc.abstractmethod
-    async def stop(self) -> None: ...
+    def log_path(self, job_id: str) -> Path:
+        """The file that holds the job's output, current while it runs and kept after it ends."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop watching.  Jobs keep running: a restarted service finds them again through
+        ``observe``."""

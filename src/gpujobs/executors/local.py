@@ -20,9 +20,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from ..inventory import Device, Inventory, Node
 from ..models import JobSpec, JobStatus
 from ..quantities import parse_cpu, parse_memory
 from ..store.records import JobRecord
-from .base import EventSink, Executor, JobEvent, LaunchError
+from .base import ABSENT, STARTING, Executor, LaunchError, Observation, Phase
 from .gpus import discover_nvml, simulated_devices
 from .runner import process_start_time
 
@@ -43,6 +43,8 @@ POLL_SECONDS = 0.05
 # How long a launched job may take to show its runner before we call it lost (after a restart).
 RUNNER_APPEAR_SECONDS = 10.0
 UTILIZATION_REFRESH_SECONDS = 5.0
+# After the grace period, how long more a stopped job may take before runner and group are killed.
+KILL_MARGIN_SECONDS = 1.0
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -65,59 +67,72 @@ def resolve_python(configured: str | None) -> str:
     return answer.stdout.strip()
 
 
-@dataclass
-class _Watched:
-    job_id: str
-    directory: Path
-    status: JobStatus
-    process: subprocess.Popen[bytes] | None = None
-    pid: int | None = None
-    start_time: int | None = None
-    since: float = 0.0
-
-    def runner_alive(self) -> bool | None:
-        """True/False, or None while the runner has not yet said who it is."""
-        if self.process is not None:
-            return self.process.poll() is None
-        if self.pid is None:
-            runner_file = self.directory / "runner.json"
-            if not runner_file.exists():
-                return None
-            info = json.loads(runner_file.read_text())
-            self.pid, self.start_time = info["pid"], info["start_time"]
-        return process_start_time(self.pid) == self.start_time
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        content: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:  # written atomically by the runner, so only a file damaged by hand: ignore it
+        return None
+    return content
 
 
-def _event_from_result(job_id: str, result: dict[str, Any]) -> JobEvent:
+def _at(stamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(stamp, timezone.utc) if stamp else None
+
+
+def _observation_from_result(result: dict[str, Any], started: dict[str, Any] | None) -> Observation:
     reason = result.get("reason")
     status = {"Completed": JobStatus.COMPLETED, "Cancelled": JobStatus.CANCELLED}.get(
         reason or "", JobStatus.FAILED
     )
-    return JobEvent(
-        job_id=job_id,
-        status=status,
+    return Observation(
+        Phase.ENDED,
+        status,
         reason=None if status is JobStatus.COMPLETED else reason,
         message=result.get("message"),
         exit_code=result.get("exit_code"),
         attempts=result.get("attempts"),
-        at=datetime.fromtimestamp(result["at"], timezone.utc) if result.get("at") else None,
+        started_at=_at(started.get("at")) if started else None,
+        finished_at=_at(result.get("at")),
     )
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal(kind: str, pid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if kind == "group":
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
 
 
 class LocalExecutor(Executor):
     name = "local"
+    observe_interval = POLL_SECONDS
 
-    def __init__(self, settings: Settings, on_event: EventSink) -> None:
-        super().__init__(on_event)
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.python = resolve_python(settings.job_python)
         self.node_name = socket.gethostname()
         self._devices: list[Device] = []
         self._inventory = Inventory(nodes=(), source="local", updated_at=datetime.now(timezone.utc))
-        self._watched: dict[str, _Watched] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._kill_tasks: set[asyncio.Task[None]] = set()
+        # Runners this process started (their Popen handles, to reap them); after a restart, runners are
+        # found from runner.json instead.
+        self._runners: dict[str, subprocess.Popen[bytes]] = {}
+        self._stop_asked: dict[str, float] = {}  # job id → when stop was first asked (to escalate)
         self._spare: subprocess.Popen[bytes] | None = None
+        self._spare_lock = threading.Lock()
+        self._refresh_task: asyncio.Task[None] | None = None
 
     # --- inventory ------------------------------------------------------------------------------
 
@@ -131,8 +146,8 @@ class LocalExecutor(Executor):
         simulated = simulated_devices(self.settings.simulate_gpus, first_index=len(real))
         self._devices = real + simulated
         self._publish_inventory()
-        self._task = asyncio.create_task(self._poll_forever(), name="gpujobs-local-poll")
-        self._prepare_spare()
+        self._refresh_task = asyncio.create_task(self._refresh_forever(), name="gpujobs-local-gpus")
+        await asyncio.to_thread(self._prepare_spare)
 
     def _publish_inventory(self) -> None:
         kinds = [
@@ -143,7 +158,12 @@ class LocalExecutor(Executor):
             )
             if present
         ]
-        node = Node(name=self.node_name, devices=tuple(self._devices), cpu_cores=float(os.cpu_count() or 1))
+        node = Node(
+            name=self.node_name,
+            devices=tuple(self._devices),
+            cpu_cores=self.settings.local_cpu_cores or float(os.cpu_count() or 1),
+            memory_bytes=float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")),
+        )
         self._inventory = Inventory(
             nodes=(node,), source="+".join(kinds) or "local", updated_at=datetime.now(timezone.utc)
         )
@@ -151,18 +171,27 @@ class LocalExecutor(Executor):
     def inventory(self) -> Inventory:
         return self._inventory
 
-    async def _refresh_utilization(self) -> None:
+    async def _refresh_forever(self) -> None:
         if not self.settings.nvml or not any(not d.simulated for d in self._devices):
             return
-        real = await asyncio.to_thread(discover_nvml, self.settings.gpu_type_aliases)
-        if len(real) == sum(1 for d in self._devices if not d.simulated):
-            self._devices = real + [d for d in self._devices if d.simulated]
-            self._publish_inventory()
+        while True:
+            await asyncio.sleep(UTILIZATION_REFRESH_SECONDS)
+            try:
+                real = await asyncio.to_thread(discover_nvml, self.settings.gpu_type_aliases)
+            except Exception:
+                log.warning("could not read GPU utilisation from NVML", exc_info=True)
+                continue
+            if len(real) == sum(1 for d in self._devices if not d.simulated):
+                self._devices = real + [d for d in self._devices if d.simulated]
+                self._publish_inventory()
 
     # --- launching ------------------------------------------------------------------------------
 
     def log_path(self, job_id: str) -> Path:
         return self.settings.jobs_dir / job_id / "output.log"
+
+    def _job_dir(self, job_id: str) -> Path:
+        return self.settings.jobs_dir / job_id
 
     def _account(self, username: str) -> pwd.struct_passwd | None:
         if not self.settings.run_as_user or os.geteuid() != 0:
@@ -255,21 +284,32 @@ class LocalExecutor(Executor):
         return plan
 
     async def launch(self, job: JobRecord) -> None:
-        job_dir = self.settings.jobs_dir / job.job_id
-        if (job_dir / "launch.json").exists():
-            # Launched before (a retry of this call after a restart): never start it twice.
-            self._watch(job.job_id, job.status)
+        await asyncio.to_thread(self._launch, job)
+        self.wake()
+
+    def _launch(self, job: JobRecord) -> None:
+        """Idempotent: a job whose launch.json exists was handed to a runner before (or is being): adopt
+        it.  launch.json is written last before the runner starts and removed again if the runner could
+        not be started, so its presence means "a runner has it or had it"."""
+        job_dir = self._job_dir(job.job_id)
+        launch_file = job_dir / "launch.json"
+        if launch_file.exists():
             return
+        job_dir.mkdir(parents=True, exist_ok=True)
         try:
-            job_dir.mkdir(parents=True, exist_ok=True)
             plan = self._launch_plan(job, job_dir)
-            (job_dir / "launch.json").write_text(json.dumps(plan), encoding="utf-8")
-            process = self._hand_to_spare(job_dir) or self._start_runner(job_dir)
-        except (OSError, ValueError, KeyError) as exc:
+        except (ValueError, KeyError, LookupError) as exc:
             raise LaunchError(f"could not start the job: {exc}") from exc
-        watched = self._watch(job.job_id, job.status)
-        watched.process = process
-        asyncio.get_running_loop().call_soon(self._prepare_spare)
+        temporary = job_dir / "launch.json.tmp"
+        temporary.write_text(json.dumps(plan), encoding="utf-8")
+        temporary.replace(launch_file)
+        try:
+            process = self._hand_to_spare(job_dir) or self._start_runner(job_dir)
+        except BaseException:
+            launch_file.unlink(missing_ok=True)  # no runner has it: nothing of the job can have run
+            raise
+        self._runners[job.job_id] = process
+        self._prepare_spare()
 
     @staticmethod
     def _start_runner(job_dir: Path | None) -> subprocess.Popen[bytes]:
@@ -292,15 +332,17 @@ class LocalExecutor(Executor):
                 log_target.close()  # type: ignore[union-attr]
 
     def _prepare_spare(self) -> None:
-        if self._spare is None or self._spare.poll() is not None:
-            try:
-                self._spare = self._start_runner(None)
-            except OSError:
-                log.warning("could not start a spare runner; jobs start a little slower", exc_info=True)
-                self._spare = None
+        with self._spare_lock:
+            if self._spare is None or self._spare.poll() is not None:
+                try:
+                    self._spare = self._start_runner(None)
+                except OSError:
+                    log.warning("could not start a spare runner; jobs start a little slower", exc_info=True)
+                    self._spare = None
 
     def _hand_to_spare(self, job_dir: Path) -> subprocess.Popen[bytes] | None:
-        spare, self._spare = self._spare, None
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
         if spare is None or spare.poll() is not None or spare.stdin is None:
             return None
         try:
@@ -310,126 +352,114 @@ class LocalExecutor(Executor):
             return None
         return spare
 
-    def _watch(self, job_id: str, status: JobStatus) -> _Watched:
-        watched = self._watched.get(job_id)
-        if watched is None:
-            watched = _Watched(job_id, self.settings.jobs_dir / job_id, status, since=time.monotonic())
-            self._watched[job_id] = watched
-        return watched
+    # --- observing -------------------------------------------------------------------------------
 
-    # --- watching -------------------------------------------------------------------------------
+    async def observe(self, jobs: Sequence[JobRecord]) -> dict[str, Observation]:
+        return await asyncio.to_thread(self._observe_all, [job.job_id for job in jobs])
 
-    async def _poll_forever(self) -> None:
-        next_refresh = time.monotonic() + UTILIZATION_REFRESH_SECONDS
-        while True:
+    def _observe_all(self, job_ids: list[str]) -> dict[str, Observation]:
+        seen: dict[str, Observation] = {}
+        for job_id in job_ids:
             try:
-                await self._poll_once()
-                if time.monotonic() >= next_refresh:
-                    next_refresh = time.monotonic() + UTILIZATION_REFRESH_SECONDS
-                    await self._refresh_utilization()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # keep watching whatever one job's files look like
-                log.exception("local executor: polling failed")
-            await asyncio.sleep(POLL_SECONDS)
+                seen[job_id] = self._observe(job_id)
+            except Exception:  # one job's odd files must not hide the others
+                log.exception("local executor: could not observe job %s", job_id)
+        return seen
 
-    async def _poll_once(self) -> None:
-        for watched in list(self._watched.values()):
-            await self._check(watched)
+    def _runner_alive(self, job_id: str, job_dir: Path) -> bool | None:
+        """True/False, or None while the runner has not yet said who it is."""
+        process = self._runners.get(job_id)
+        if process is not None:
+            if process.poll() is None:
+                return True
+            del self._runners[job_id]  # reaped
+            return False
+        info = _read_json(job_dir / "runner.json")
+        if info is None:
+            return None
+        return process_start_time(info["pid"]) == info["start_time"]
 
-    async def _check(self, watched: _Watched) -> None:
-        result_file = watched.directory / "result.json"
-        started_file = watched.directory / "started.json"
-        if watched.status is JobStatus.PENDING and started_file.exists():
-            # Reported even when the job has already ended, so its start time is never lost.
-            started = json.loads(started_file.read_text())
-            watched.status = JobStatus.RUNNING
-            await self._emit(
-                JobEvent(
-                    watched.job_id,
-                    JobStatus.RUNNING,
-                    attempts=started.get("attempt"),
-                    at=datetime.fromtimestamp(started["at"], timezone.utc),
-                )
-            )
-        if result_file.exists():
-            result = json.loads(result_file.read_text())
-            del self._watched[watched.job_id]
-            if watched.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    watched.process.wait(timeout=5)
-            await self._emit(_event_from_result(watched.job_id, result))
-            return
-        alive = watched.runner_alive()
-        if alive is None and time.monotonic() - watched.since < RUNNER_APPEAR_SECONDS:
-            return
-        if not alive and not result_file.exists():
-            del self._watched[watched.job_id]
-            await self._emit(
-                JobEvent(
-                    watched.job_id,
-                    JobStatus.FAILED,
-                    reason="Lost",
-                    message="the job's runner process ended without recording a result",
-                )
-            )
+    def _observe(self, job_id: str) -> Observation:
+        job_dir = self._job_dir(job_id)
+        launch_file = job_dir / "launch.json"
+        try:
+            launched = launch_file.stat().st_mtime
+        except FileNotFoundError:
+            return ABSENT  # no runner ever had it: nothing of it can have run
+        started = _read_json(job_dir / "started.json")
+        result = _read_json(job_dir / "result.json")
+        if result is not None:
+            self._forget(job_id)
+            return _observation_from_result(result, started)
+        alive = self._runner_alive(job_id, job_dir)
+        if alive is None and time.time() - launched < RUNNER_APPEAR_SECONDS:
+            return STARTING
+        if not alive:
+            result = _read_json(job_dir / "result.json")  # it may have written one as it exited
+            if result is not None:
+                self._forget(job_id)
+                return _observation_from_result(result, started)
+            return Observation.lost("the job's runner process ended without recording a result")
+        if started is None:
+            return STARTING
+        return Observation(Phase.RUNNING, attempts=started.get("attempt"), started_at=_at(started.get("at")))
 
-    async def recover(self, active_jobs: Sequence[JobRecord]) -> None:
-        for job in active_jobs:
-            job_dir = self.settings.jobs_dir / job.job_id
-            if not (job_dir / "launch.json").exists():
-                # Admitted but never handed to a runner: safe to admit again.
-                await self._emit(JobEvent(job.job_id, JobStatus.QUEUED, message="requeued after a restart"))
-                continue
-            watched = self._watch(job.job_id, job.status)
-            await self._check(watched)
+    def _forget(self, job_id: str) -> None:
+        process = self._runners.pop(job_id, None)
+        if process is not None:
+            process.poll()  # reap it if it has exited; it exits right after writing its result
+        self._stop_asked.pop(job_id, None)
 
-    # --- cancelling -----------------------------------------------------------------------------
+    async def collect(self, job: JobRecord) -> None:
+        """A runner that vanished may have left the job's processes behind: end them."""
+        await asyncio.to_thread(self._kill_leftovers, job.job_id)
 
-    async def cancel(self, job: JobRecord) -> None:
-        watched = self._watched.get(job.job_id)
-        job_dir = self.settings.jobs_dir / job.job_id
-        targets = self._signal_targets(watched, job_dir)
-        for kind, pid in targets:
-            self._signal(kind, pid, signal.SIGTERM)
-        task = asyncio.create_task(self._kill_after_grace(targets))
-        self._kill_tasks.add(task)
-        task.add_done_callback(self._kill_tasks.discard)
+    def _kill_leftovers(self, job_id: str) -> None:
+        started = _read_json(self._job_dir(job_id) / "started.json")
+        if started is not None and _group_alive(started["pid"]):
+            _signal("group", started["pid"], signal.SIGKILL)
+        self._forget(job_id)
 
-    def _signal_targets(self, watched: _Watched | None, job_dir: Path) -> list[tuple[str, int]]:
-        targets: list[tuple[str, int]] = []
-        if watched is not None and watched.runner_alive():
-            pid = watched.process.pid if watched.process is not None else watched.pid
-            if pid:
-                targets.append(("pid", pid))
-        started = job_dir / "started.json"
-        if started.exists():
-            targets.append(("group", json.loads(started.read_text())["pid"]))
-        return targets
+    # --- stopping -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _signal(kind: str, pid: int, signum: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if kind == "group":
-                os.killpg(pid, signum)
-            else:
-                os.kill(pid, signum)
+    async def stop(self, job: JobRecord) -> None:
+        await asyncio.to_thread(self._stop, job.job_id)
 
-    async def _kill_after_grace(self, targets: list[tuple[str, int]]) -> None:
-        await asyncio.sleep(self.settings.kill_grace_seconds + 1)
-        for kind, pid in targets:
-            self._signal(kind, pid, signal.SIGKILL)
+    def _stop(self, job_id: str) -> None:
+        """Leave a tombstone (a runner that has not yet started the code never will), ask the runner to
+        stop the job (SIGTERM: it stops the whole process group, with the grace period), and once the
+        grace period is over, kill the runner and the group outright."""
+        job_dir = self._job_dir(job_id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / "cancel").touch()
+        now = time.monotonic()
+        first = self._stop_asked.setdefault(job_id, now)
+        overdue = now - first > self.settings.kill_grace_seconds + KILL_MARGIN_SECONDS
+        signum = signal.SIGKILL if overdue else signal.SIGTERM
+        runner = self._runner_pid(job_id, job_dir)
+        if runner is not None and (first == now or overdue):
+            _signal("pid", runner, signum)
+        started = _read_json(job_dir / "started.json")
+        if started is not None and (runner is None or overdue):
+            _signal("group", started["pid"], signum)  # no runner to do it: do it ourselves
 
-    async def stop(self) -> None:
-        spare, self._spare = self._spare, None
+    def _runner_pid(self, job_id: str, job_dir: Path) -> int | None:
+        process = self._runners.get(job_id)
+        if process is not None:
+            return process.pid if process.poll() is None else None
+        info = _read_json(job_dir / "runner.json")
+        if info is not None and process_start_time(info["pid"]) == info["start_time"]:
+            return int(info["pid"])
+        return None
+
+    async def close(self) -> None:
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh_task
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
         if spare is not None and spare.stdin is not None:
             spare.stdin.close()  # a spare runner exits on end of input
             with contextlib.suppress(subprocess.TimeoutExpired):
-                spare.wait(timeout=5)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for task in list(self._kill_tasks):
-            # Finish pending kills now rather than leave processes behind.
-            task.cancel()
+                await asyncio.to_thread(spare.wait, 5)

@@ -12,6 +12,8 @@ Files in JOB_DIR:
   started.json  the job's code is starting: {"pid", "attempt", "at"}
   output.log    the job's stdout and stderr, plus lines from gpujobs marked "[gpujobs]"
   result.json   written last, atomically: {"reason", "exit_code", "message", "attempts", "at"}
+  cancel        written by the executor to stop the job: a runner that finds it never starts the
+                job's code (it is checked before every start and while the code runs)
 
 Nothing here goes through a shell: argv lists only.
 """
@@ -78,6 +80,11 @@ class Runner:
         self.deadline = self.started + timeout if timeout else None
         self.log = open(os.path.join(job_dir, "output.log"), "ab", buffering=0)  # noqa: SIM115
 
+    def cancel_requested(self) -> bool:
+        if not self.cancelled and os.path.exists(os.path.join(self.job_dir, "cancel")):
+            self.cancelled = True
+        return self.cancelled
+
     def say(self, text: str) -> None:
         self.log.write(f"[gpujobs] {text}\n".encode())
 
@@ -122,7 +129,7 @@ class Runner:
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
-            if self.cancelled:
+            if self.cancel_requested():
                 self._stop_group(process, signal.SIGTERM)
                 return "Cancelled"
             if self.deadline is not None and now >= self.deadline:
@@ -136,7 +143,7 @@ class Runner:
 
     def install_requirements(self) -> dict[str, Any] | None:
         pip_argv = self.launch.get("pip_argv")
-        if not pip_argv:
+        if not pip_argv or self.cancel_requested():
             return None
         self.say("installing requirements: " + " ".join(self.launch.get("requirements", [])))
         process = self._spawn(pip_argv)
@@ -164,6 +171,13 @@ class Runner:
         attempts_allowed = 1 + int(self.launch.get("retries", 0))
         outcome: dict[str, Any] = {}
         for attempt in range(1, attempts_allowed + 1):
+            if self.cancel_requested():  # before its code starts: it never will
+                return {
+                    "reason": "Cancelled",
+                    "exit_code": None,
+                    "message": "cancelled",
+                    "attempts": attempt - 1,
+                }
             if attempt > 1:
                 self.say(f"attempt {attempt} of {attempts_allowed}")
             process = self._spawn(self.launch["argv"])
@@ -236,19 +250,25 @@ def wait_for_job() -> str:
 
 
 def main(argv: list[str]) -> int:
+    stop_asked = []
+
+    def _on_term(_signum: int, _frame: Any) -> None:
+        stop_asked.append(True)
+        if runner is not None:
+            runner.cancelled = True
+
+    # Before the service can know this process (runner.json): a stop is never missed.
+    runner: Runner | None = None
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     job_dir = wait_for_job() if argv[1] == "--standby" else argv[1]
     write_json(
         os.path.join(job_dir, "runner.json"),
         {"pid": os.getpid(), "start_time": process_start_time(os.getpid())},
     )
     runner = Runner(job_dir)
-
-    def _on_term(_signum: int, _frame: Any) -> None:
-        runner.cancelled = True
-
-    signal.signal(signal.SIGTERM, _on_term)
-    signal.signal(signal.SIGINT, _on_term)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    runner.cancelled = bool(stop_asked)
     try:
         result = runner.run()
     except Exception as exc:  # the runner must always leave a result behind

@@ -1,10 +1,12 @@
-"""The scheduling loop: runs the pure policy on events (submit, finish, cancel) and on a timer.
+"""The scheduling loop: runs the pure policy on events (submit, release, cancel) and on a timer.
 
-Each cycle: the queue (from the in-memory index) and the active jobs (from the store) → a snapshot of
-the executor's inventory, what active jobs hold and recent usage → ``policy.decide`` → record each
-admission (queued → pending, with node and GPUs) through the store's transition guard → hand it to the
-executor.  What the policy says about waiting jobs is kept in memory for job views: it changes every
-cycle, and writing it would cost a write per waiting job.
+Each cycle only decides and records: the queue and the jobs holding resources (both from the live
+index, itself derived from the store's writes) → a snapshot of the executor's inventory, what those
+jobs hold and recent usage → ``policy.decide`` → one store write that admits every chosen job
+(queued → pending, with node and GPUs; each a compare-and-set, so a job cancelled meanwhile stays
+cancelled).  It makes no executor call: the reconciler launches what was admitted.  What the policy
+says about waiting jobs is kept in memory for job views: it changes every cycle, and writing it would
+cost a write per waiting job.
 """
 
 from __future__ import annotations
@@ -14,30 +16,47 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+
+from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..errors import IllegalTransition
-from ..executors.base import Executor, LaunchError
+from ..executors.base import Executor
 from ..gputypes import normalise_gpu_type
 from ..inventory import Inventory, slots_held_by_others
 from ..models import JobStatus
 from ..quotas import policy_quota, resolve
 from ..store import JobRecord, Store
 from ..store import repository as repo
-from .policy import Decision, PolicyConfig, Pool, Quota, Request, Running, Snapshot, Waiting, decide
+from ..store.live import LiveJobs
+from .policy import (
+    Admission,
+    Decision,
+    PolicyConfig,
+    Pool,
+    Quota,
+    Request,
+    Running,
+    Snapshot,
+    Waiting,
+    decide,
+)
 from .queue import QueueIndex
 from .usage import UsageTracker
 
 log = logging.getLogger(__name__)
-RELOAD_QUEUE_SECONDS = 60.0
+# The live index is refreshed from the store this often: a safety net that heals a cache bug.
+REFRESH_LIVE_SECONDS = 60.0
 PAUSED = "admission is paused by the administrator"
 
 
-def running_of(job: JobRecord) -> Running:
+def running_of(job: JobRecord, now: float | None = None, grace: float = 0.0) -> Running:
     began = job.started_at or job.admitted_at
     ends_at = began.timestamp() + job.timeout_seconds if began and job.timeout_seconds else None
+    if job.status.is_terminal():  # being stopped: gone within the kill grace period
+        ends_at = (now if now is not None else time.time()) + grace
     return Running(
         job_id=job.job_id,
         user=job.user,
@@ -48,6 +67,7 @@ def running_of(job: JobRecord) -> Running:
         group=job.account_group,
         ends_at=ends_at,
         pool=None if job.node else job.gpu_type,
+        memory=job.memory_request,
     )
 
 
@@ -105,15 +125,45 @@ class RequestBuilder:
             runtime_limit=entry.timeout_seconds,
             quota=self.quota_for(entry.user, entry.groups),
             seq=entry.seq,
+            memory=entry.memory_request,
         )
 
 
+def admit_all(admissions: Sequence[Admission]) -> Callable[[Session], list[JobRecord]]:
+    """One write for a whole cycle: each admission a compare-and-set from ``queued`` (a job cancelled
+    while the cycle decided stays cancelled and is skipped)."""
+
+    def work(session: Session) -> list[JobRecord]:
+        admitted = []
+        for admission in admissions:
+            pool = admission.pool
+            message = f"waiting for the cluster to add {_article(pool)} {pool} node" if pool else None
+            try:
+                with session.begin_nested():
+                    admitted.append(
+                        repo.change(
+                            session,
+                            admission.job_id,
+                            JobStatus.PENDING,
+                            only_from=(JobStatus.QUEUED,),
+                            node=admission.node,
+                            gpus=list(admission.gpus),
+                            message=message,
+                        ).after
+                    )
+            except IllegalTransition:
+                continue
+        return admitted
+
+    return work
+
+
 class SchedulerLoop:
-    def __init__(self, store: Store, executor: Executor, settings: Settings) -> None:
+    def __init__(self, store: Store, live: LiveJobs, executor: Executor, settings: Settings) -> None:
         self.store = store
+        self.live = live
         self.executor = executor
         self.settings = settings
-        self.queue = QueueIndex()
         self.usage = UsageTracker(settings.fair_share_half_life_seconds)
         # Node pools only mean something where a cluster autoscaler acts on pending pods.
         pools = tuple(Pool(p.gpu_type, p.gpus_per_node, p.max_nodes) for p in settings.pools)
@@ -125,15 +175,19 @@ class SchedulerLoop:
         self.waiting: dict[str, Waiting] = {}
         self.queued_demand: dict[str, int] = {}
         self.cycles = 0
+        self.on_admit: Callable[[], None] = lambda: None  # the reconciler's wake
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._queue_loaded_at = 0.0
+        self._refreshed_at = time.monotonic()
+
+    @property
+    def queue(self) -> QueueIndex:
+        return self.live.queue
 
     def wake(self) -> None:
         self._wake.set()
 
     async def start(self) -> None:
-        await self.reload_queue()
         horizon = datetime.now(timezone.utc) - timedelta(
             seconds=8 * self.settings.fair_share_half_life_seconds
         )
@@ -147,10 +201,6 @@ class SchedulerLoop:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def reload_queue(self) -> None:
-        self.queue.load(await self.store.read(repo.queue_entries))
-        self._queue_loaded_at = time.monotonic()
-
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -158,8 +208,9 @@ class SchedulerLoop:
             self._wake.clear()
             began = time.perf_counter()
             try:
-                if time.monotonic() - self._queue_loaded_at > RELOAD_QUEUE_SECONDS:
-                    await self.reload_queue()
+                if time.monotonic() - self._refreshed_at > REFRESH_LIVE_SECONDS:
+                    self._refreshed_at = time.monotonic()
+                    await self.live.refresh(self.store)
                 await self.cycle()
             except asyncio.CancelledError:
                 raise
@@ -170,16 +221,17 @@ class SchedulerLoop:
             await asyncio.sleep(min(0.5, 2 * (time.perf_counter() - began)))
 
     def snapshot(self, active: Sequence[JobRecord], now: float | None = None) -> Snapshot:
-        """Inventory, active jobs and usage: recent history plus what running jobs have used so far."""
+        """Inventory, jobs holding resources and usage: recent history plus what running jobs have used."""
         now = time.time() if now is None else now
         users, groups = self.usage.snapshot(now)
         for job in active:
-            if job.started_at is not None:
+            if job.started_at is not None and not job.status.is_terminal():
                 used = job.gpu_count * max(0.0, now - job.started_at.timestamp())
                 users[job.user] = users.get(job.user, 0.0) + used
                 groups[job.account_group] = groups.get(job.account_group, 0.0) + used
         inventory = self.executor.inventory()
-        running = [running_of(job) for job in active]
+        grace = self.settings.kill_grace_seconds
+        running = [running_of(job, now, grace) for job in active]
         running += external_running(inventory, active, self.executor.external_holds())
         return Snapshot(
             nodes=inventory.nodes, running=tuple(running), user_usage=users, group_usage=groups, now=now
@@ -193,7 +245,7 @@ class SchedulerLoop:
             self.waiting, self.queued_demand = {}, {}
             self.cycles += 1
             return Decision(admissions=(), waiting=())
-        active = await self.store.active_jobs()
+        active = self.live.holding()
         build = RequestBuilder(self.settings)
         decision = decide([build(entry) for entry in queued], self.snapshot(active), self.config)
         self.waiting = {entry.job_id: entry for entry in decision.waiting}
@@ -202,8 +254,9 @@ class SchedulerLoop:
             if entry.job_id in self.waiting and entry.gpu_count:
                 demand[entry.gpu_type] += entry.gpu_count
         self.queued_demand = dict(demand)
-        for admission in decision.admissions:
-            await self._admit(admission.job_id, admission.node, admission.gpus, admission.pool)
+        if decision.admissions:
+            await self.store.write(admit_all(decision.admissions))
+            self.on_admit()
         self.cycles += 1
         return decision
 
@@ -213,27 +266,6 @@ class SchedulerLoop:
             position = self.queue.position(job_id)
             return Waiting(job_id, position, PAUSED) if position else None
         return self.waiting.get(job_id)
-
-    async def _admit(self, job_id: str, node: str | None, gpus: tuple[str, ...], pool: str | None) -> None:
-        self.queue.discard(job_id)
-        message = f"waiting for the cluster to add {_article(pool)} {pool} node" if pool else None
-        try:
-            job = await self.store.write(
-                lambda s: repo.transition(
-                    s, job_id, JobStatus.PENDING, node=node, gpus=list(gpus), message=message
-                )
-            )
-        except IllegalTransition:
-            return  # cancelled while we decided
-        try:
-            await self.executor.launch(job)
-        except LaunchError as exc:
-            log.warning("job %s could not be launched: %s", job_id, exc)
-            why = str(exc)
-            with contextlib.suppress(IllegalTransition):
-                await self.store.write(
-                    lambda s: repo.transition(s, job_id, JobStatus.FAILED, reason="LaunchFailed", message=why)
-                )
 
 
 def _article(word: str | None) -> str:

@@ -28,6 +28,7 @@ def entry_of(job: JobRecord) -> QueueEntry:
         groups=job.groups,
         account_group=job.account_group,
         timeout_seconds=job.timeout_seconds,
+        memory_request=job.memory_request,
     )
 
 

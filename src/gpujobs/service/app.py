@@ -1,4 +1,5 @@
-"""The app factory.  Start-up order matters: store → executor → recover running jobs → schedule."""
+"""The app factory.  Start-up order matters: store and its live index → executor → reconciler (its first
+pass finds what happened to the jobs while the service was away) → scheduler."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..config import Settings
 from ..errors import GpujobsError
-from ..executors.base import EventSink, Executor, JobEvent
+from ..executors.base import Executor
 from ..models import JobSpec
+from ..reconciler import Reconciler
 from ..scheduler.loop import SchedulerLoop
 from ..store import Store
+from ..store.live import LiveJobs
 from .auth import HubAuthenticator
+from .health import LoopLag, Maintenance
 from .jobs import JobService
 from .metrics import Metrics
 from .responses import BodyLimit, on_domain_error, on_http_error, on_unexpected, on_validation_error
@@ -28,20 +32,24 @@ from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-ExecutorFactory = Callable[[Settings, EventSink], Executor]
+ExecutorFactory = Callable[[Settings], Executor]
 
 
-def default_executor(settings: Settings, on_event: EventSink) -> Executor:
+def default_executor(settings: Settings) -> Executor:
     if settings.executor == "kubernetes":
         from ..executors.kubernetes.executor import KubernetesExecutor
 
-        return KubernetesExecutor(settings, on_event)
+        return KubernetesExecutor(settings)
     from ..executors.local import LocalExecutor
 
-    return LocalExecutor(settings, on_event)
+    return LocalExecutor(settings)
 
 
-def create_app(settings: Settings, *, executor_factory: ExecutorFactory = default_executor) -> FastAPI:
+def create_app(
+    settings: Settings, *, executor_factory: ExecutorFactory = default_executor, run_loops: bool = True
+) -> FastAPI:
+    """The service.  ``run_loops=False`` leaves the scheduler and the reconciler idle, for tests that
+    drive them a step at a time (``scheduler.cycle()``, ``reconciler.pass_once()``)."""
     prefix = settings.service_prefix.rstrip("/")
 
     @asynccontextmanager
@@ -49,28 +57,36 @@ def create_app(settings: Settings, *, executor_factory: ExecutorFactory = defaul
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store(settings.database)
         hub_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
-        holder: dict[str, JobService] = {}
-
-        async def on_event(event: JobEvent) -> None:
-            await holder["jobs"].apply_event(event)
-
-        executor = executor_factory(settings, on_event)
-        scheduler = SchedulerLoop(store, executor, settings)
-        jobs = holder["jobs"] = JobService(settings, store, executor, scheduler)
+        live = LiveJobs()
+        await live.attach(store)
+        executor = executor_factory(settings)
+        scheduler = SchedulerLoop(store, live, executor, settings)
+        reconciler = Reconciler(store, live, executor, settings, scheduler.usage, on_release=scheduler.wake)
+        scheduler.on_admit = reconciler.wake
+        executor.wake = reconciler.wake
+        jobs = JobService(settings, store, executor, scheduler, on_cancel=reconciler.wake)
+        store.subscribe(jobs.on_commit)
+        lag = LoopLag()
+        maintenance = Maintenance(store)
         app.state.runtime = Runtime(
             settings=settings,
             store=store,
             executor=executor,
+            live=live,
             scheduler=scheduler,
+            reconciler=reconciler,
             jobs=jobs,
             auth=HubAuthenticator(settings, hub_client),
             metrics=Metrics(),
             version=__version__,
+            lag=lag,
         )
         await executor.start()
-        active = await store.active_jobs()
-        await executor.recover(active)
-        await scheduler.start()
+        if run_loops:
+            await reconciler.start()
+            await scheduler.start()
+        lag.start()
+        maintenance.start()
         log.info(
             "gpujobs %s ready: executor %s, GPUs from %s",
             __version__,
@@ -80,8 +96,11 @@ def create_app(settings: Settings, *, executor_factory: ExecutorFactory = defaul
         try:
             yield
         finally:
+            await maintenance.stop()
+            await lag.stop()
             await scheduler.stop()
-            await executor.stop()
+            await reconciler.stop()
+            await executor.close()
             await hub_client.aclose()
             store.close()
 

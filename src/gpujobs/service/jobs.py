@@ -1,32 +1,35 @@
-"""What the routes do, apart from HTTP: submit, look up with access rules, cancel, logs, events."""
+"""What the routes do, apart from HTTP: submit, look up with access rules, cancel, logs."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import hashlib
 import logging
 import secrets
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping
-
-from sqlalchemy.orm import Session
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from ..admission import check_spec
 from ..config import Settings
-from ..errors import Forbidden, IllegalTransition, InvalidSpec, JobNotFound, LimitExceeded
-from ..executors.base import Executor, JobEvent
-from ..executors.logs import follow, read_tail
-from ..gputypes import family_of
-from ..inventory import Inventory
+from ..errors import Forbidden, InvalidSpec, JobNotFound, LimitExceeded
+from ..executors.base import Executor
+from ..executors.logs import Tail, follow_file, read_tail_info_async
 from ..models import JobSpec, JobStatus, JobView
-from ..quantities import parse_cpu
+from ..quantities import parse_cpu, parse_memory
 from ..quotas import accounting_group, resolve
+from ..reconciler.endings import cancelling, remember_usage
 from ..scheduler.loop import SchedulerLoop
 from ..store import JobRecord, Store
 from ..store import repository as repo
+from ..store.database import Published
 from .auth import HubUser
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500
 ALL_USERS = "*"
+MAX_IDEMPOTENCY_KEY = 255
 
 
 def new_job_id() -> str:
@@ -34,30 +37,56 @@ def new_job_id() -> str:
     return secrets.token_hex(8)
 
 
-def device_type_of(inventory: Inventory, node: str | None, index: str) -> str | None:
-    for candidate in inventory.nodes:
-        if candidate.name == node:
-            return next((d.gpu_type for d in candidate.devices if d.index == index), None)
-    return None
+def check_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidSpec(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
+            field="Idempotency-Key",
+        )
+    return key
 
 
-def cost_per_gpu_hour(costs: Mapping[str, float], gpu_type: str) -> float:
-    """The configured rate for a type: exact, then its family, then 'default', else 0."""
-    for key in (gpu_type, family_of(gpu_type), "default"):
-        if key in costs:
-            return costs[key]
-    return 0.0
+def body_hash(spec: JobSpec) -> str:
+    """What makes two submissions the same: the spec as sent (before defaults and path resolution, which
+    may change between a request and its retry)."""
+    return hashlib.sha256(spec.model_dump_json(exclude_unset=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: JobRecord
+    created: bool  # False: an earlier request with the same Idempotency-Key made it
 
 
 class JobService:
     def __init__(
-        self, settings: Settings, store: Store, executor: Executor, scheduler: SchedulerLoop
+        self,
+        settings: Settings,
+        store: Store,
+        executor: Executor,
+        scheduler: SchedulerLoop,
+        on_cancel: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.executor = executor
         self.scheduler = scheduler
+        self.on_cancel = on_cancel  # the reconciler's wake: a cancelled job's processes stop at once
         self._submitting: dict[str, int] = defaultdict(int)
+        # job id → (set when the store records its end, how many follow its log)
+        self._ends: dict[str, tuple[asyncio.Event, int]] = {}
+
+    # --- derived from the store's writes ------------------------------------------------------------
+
+    def on_commit(self, changes: list[Published]) -> None:
+        """Wake log followers of jobs whose end was just recorded."""
+        for change in changes:
+            if isinstance(change, JobRecord) and change.status.is_terminal():
+                watched = self._ends.get(change.job_id)
+                if watched is not None:
+                    watched[0].set()
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -67,6 +96,8 @@ class JobService:
             if waiting is None:
                 return job.view(message="waiting for the next scheduling cycle")
             return job.view(message=waiting.reason, queue_position=waiting.position)
+        if job.stopping:
+            return job.view(message=f"{job.message or job.status.value}; its processes are being stopped")
         return job.view()
 
     async def visible_job(self, user: HubUser, job_id: str) -> JobRecord:
@@ -99,26 +130,44 @@ class JobService:
         next_cursor = str(jobs[limit - 1].seq) if len(jobs) > limit else None
         return jobs[:limit], next_cursor
 
-    def logs(self, job: JobRecord, tail: int | None) -> str:
-        return read_tail(self.executor.log_path(job.job_id), tail)
+    async def logs(self, job: JobRecord, tail: int | None) -> Tail:
+        return await read_tail_info_async(self.executor.log_path(job.job_id), tail)
 
-    def follow_logs(self, job: JobRecord) -> AsyncIterator[bytes]:
-        async def ended() -> bool:
+    async def follow_logs(self, job: JobRecord) -> AsyncIterator[bytes]:
+        ended, followers = self._ends.get(job.job_id, (asyncio.Event(), 0))
+        self._ends[job.job_id] = (ended, followers + 1)
+        try:
+            # Checked after the event is registered: an end recorded before is seen here, one after it
+            # sets the event.
             current = await self.store.read(lambda s: repo.get_job(s, job.job_id))
-            return current is None or current.status.is_terminal()
-
-        return follow(self.executor.log_path(job.job_id), ended)
+            if current is None or current.status.is_terminal():
+                ended.set()
+            async for chunk in follow_file(self.executor.log_path(job.job_id), ended):
+                yield chunk
+        finally:
+            event, followers = self._ends[job.job_id]
+            if followers <= 1:
+                del self._ends[job.job_id]
+            else:
+                self._ends[job.job_id] = (event, followers - 1)
 
     # --- changing -----------------------------------------------------------------------------------
 
-    async def submit(self, user: HubUser, spec: JobSpec) -> JobRecord:
+    async def submit(self, user: HubUser, spec: JobSpec, idempotency_key: str | None = None) -> Submitted:
+        key = check_idempotency_key(idempotency_key)
+        fingerprint = body_hash(spec) if key else ""
+        if key:
+            earlier = await self._job_for_key(user.name, key, fingerprint)
+            if earlier is not None:
+                return Submitted(earlier, created=False)
         rule = resolve(self.settings.quotas, user.name, user.groups)
         pools = (
             [(p.gpu_type, p.gpus_per_node) for p in self.settings.pools]
             if self.executor.supports_pools
             else []
         )
-        checked = check_spec(
+        check = functools.partial(
+            check_spec,
             spec,
             settings=self.settings,
             username=user.name,
@@ -126,6 +175,10 @@ class JobService:
             rule=rule,
             pools=pools,
         )
+        # Resolving paths touches the disk (a slow or hung mount must not hold the event loop); an
+        # inline script needs no disk, and the hot path saves two thread hops.
+        touches_disk = spec.script_path is not None or spec.working_dir is not None
+        checked = await asyncio.to_thread(check) if touches_disk else check()
         queued = self.scheduler.queue.count_for(user.name) + self._submitting[user.name]
         if rule.max_queued_jobs is not None and queued >= rule.max_queued_jobs:
             raise LimitExceeded(
@@ -143,87 +196,46 @@ class JobService:
             gpu_count=checked.gpus_wanted,
             gpu_type=checked.gpu_type,
             cpu_request=parse_cpu(checked.cpu_limit) if checked.cpu_limit else 0.0,
+            memory_request=float(parse_memory(checked.memory_limit)) if checked.memory_limit else 0.0,
             timeout_seconds=checked.timeout_seconds,
             spec=checked.model_dump(mode="json", exclude_none=True),
         )
         # Counted while the write is in flight, so concurrent submissions cannot pass the limit together.
         self._submitting[user.name] += 1
         try:
-            job = await self.store.add_job(values)
+            if key:
+                job, created = await self.store.write(
+                    lambda s: repo.add_job_once(s, values, key=key, body_hash=fingerprint)
+                )
+            else:
+                job, created = await self.store.add_job(values), True
         finally:
             self._submitting[user.name] -= 1
-        self.scheduler.queue.add(job)
         self.scheduler.wake()
+        return Submitted(job, created)
+
+    async def _job_for_key(self, user: str, key: str, fingerprint: str) -> JobRecord | None:
+        found = await self.store.read(lambda s: repo.job_for_idempotency_key(s, user, key))
+        if found is None:
+            return None
+        job, stored_hash = found
+        if stored_hash != fingerprint:
+            raise repo.IdempotencyConflict(
+                "this Idempotency-Key was already used for a different job; send a new key for a new job",
+                field="Idempotency-Key",
+            )
         return job
 
-    def _usage_writer(self, job_id: str, to: JobStatus, **fields: object) -> Callable[[Session], JobRecord]:
-        """A store write that moves a job to a final state and records what it used, atomically."""
-        inventory = self.executor.inventory()
-        costs = self.settings.gpu_hour_costs
-
-        def work(session: Session) -> JobRecord:
-            job = repo.transition(session, job_id, to, **fields)
-            device_type = device_type_of(inventory, job.node, job.gpus[0]) if job.gpus else None
-            rate = cost_per_gpu_hour(costs, device_type or job.gpu_type)
-            repo.record_usage(session, job, device_type=device_type, cost_per_gpu_hour=rate)
-            return job
-
-        return work
-
-    def _remember_usage(self, job: JobRecord) -> None:
-        if job.started_at is not None and job.finished_at is not None and job.gpu_count:
-            seconds = job.gpu_count * max(0.0, (job.finished_at - job.started_at).total_seconds())
-            self.scheduler.usage.add(job.user, job.account_group, seconds, job.finished_at)
-
     async def cancel(self, user: HubUser, job_id: str) -> JobRecord:
-        job = await self.visible_job(user, job_id)
-        if job.status.is_terminal():
-            raise IllegalTransition(f"job {job_id} has already ended ({job.status.value}); nothing to cancel")
-        cancelled = await self.store.write(
-            self._usage_writer(
-                job_id, JobStatus.CANCELLED, reason="Cancelled", message=f"cancelled by {user.name}"
-            )
+        """Record the wish (``cancelled``, answered at once); the reconciler stops what runs and frees the
+        GPUs once the executor confirms the processes are gone."""
+        await self.visible_job(user, job_id)
+        inventory = self.executor.inventory()
+        change = await self.store.write(
+            cancelling(job_id, user.name, inventory, self.settings.gpu_hour_costs)
         )
-        self._remember_usage(cancelled)
-        self.scheduler.queue.discard(job_id)
-        if job.status in JobStatus.active():
-            await self.executor.cancel(cancelled)
+        remember_usage(self.scheduler.usage, change)
+        if change.after.holding:
+            self.on_cancel()
         self.scheduler.wake()
-        return cancelled
-
-    async def apply_event(self, event: JobEvent) -> None:
-        """Record what an executor reports, through the transition guard."""
-        if event.status is JobStatus.PENDING or event.news:
-            news: dict[str, object] = {"message": event.message}
-            if event.attempts is not None:
-                news["attempts"] = event.attempts
-            await self.store.write(
-                lambda s: repo.update_fields(s, event.job_id, while_status=event.status, **news)
-            )
-            return
-        fields: dict[str, object] = {}
-        if event.attempts is not None:
-            fields["attempts"] = event.attempts
-        if event.status is JobStatus.RUNNING and event.at:
-            fields["started_at"] = event.at
-        if event.status.is_terminal():
-            fields.update(reason=event.reason, message=event.message, exit_code=event.exit_code)
-            if event.at:
-                fields["finished_at"] = event.at
-        if event.status is JobStatus.QUEUED:
-            fields["message"] = event.message
-        try:
-            if event.status.is_terminal():
-                job = await self.store.write(self._usage_writer(event.job_id, event.status, **fields))
-                self._remember_usage(job)
-            else:
-                job = await self.store.write(
-                    lambda s: repo.transition(s, event.job_id, event.status, **fields)
-                )
-            if job.status is JobStatus.QUEUED:
-                self.scheduler.queue.add(job)
-        except (IllegalTransition, JobNotFound) as exc:
-            # A late report for a job already decided (cancelled, say): the store keeps its answer.
-            log.debug("ignored event for %s: %s", event.job_id, exc)
-        if event.status.is_terminal() or event.status is JobStatus.QUEUED:
-            self.scheduler.wake()
+        return change.after

@@ -21,6 +21,11 @@ class Metrics:
         self.gpus_used = Gauge(
             "gpujobs_gpus_used", "GPUs held by jobs, by type", ["gpu_type"], registry=self.registry
         )
+        self.loop_lag = Gauge(
+            "gpujobs_event_loop_lag_seconds",
+            "How late the service's event loop ran a timer just now (every request waits this long)",
+            registry=self.registry,
+        )
         self.submit_seconds = Histogram(
             "gpujobs_submit_seconds",
             "Time to accept a submission (validation, durable write)",
@@ -28,7 +33,14 @@ class Metrics:
             registry=self.registry,
         )
 
-    def render(self, counts: dict[JobStatus, int], inventory: Inventory, held: dict[str, set[str]]) -> bytes:
+    def render(
+        self,
+        counts: dict[JobStatus, int],
+        inventory: Inventory,
+        held: dict[str, set[str]],
+        loop_lag: float = 0.0,
+    ) -> bytes:
+        self.loop_lag.set(loop_lag)
         for state, count in counts.items():
             self.jobs.labels(state.value).set(count)
         self.queue_length.set(counts.get(JobStatus.QUEUED, 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import time
@@ -20,6 +21,7 @@ from ..gpustatus import holders
 from ..models import Envelope, GpuStatus, JobList, JobLogs, JobSpec, JobStatus, JobView
 from ..store import repository as repo
 from .auth import HubUser, token_from_header
+from .health import assess
 from .responses import envelope, failure
 from .runtime import Runtime
 
@@ -67,7 +69,7 @@ async def gpu_status(
     user: User, rt: Rt, nodes: Annotated[bool, Query(description="Include the per-node list.")] = True
 ) -> Response:
     """GPUs in all, per type (with the demand of queued jobs) and per node/device."""
-    active = await rt.store.active_jobs()
+    active = rt.live.holding()
     inventory = rt.executor.inventory()
     status = rt.gpu_status.render(
         inventory,
@@ -79,6 +81,16 @@ async def gpu_status(
     return envelope(status.body, f"{status.available_gpus} of {status.total_gpus} GPUs available")
 
 
+# Read by the route itself (like the body): declared here for OpenAPI.
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Any string up to 255 characters: a repeat with the same key (same user, same body) "
+    "answers 200 with the job the first request made instead of making another; the same key with "
+    "another body is 422.  Kept at least 24 hours.",
+}
 _SPEC_BODY = {
     "required": True,
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
@@ -89,13 +101,16 @@ _SPEC_BODY = {
     "/api/k8s/submit-job",
     status_code=201,
     response_model=Envelope[JobView],
-    responses=_ERRORS,
+    responses={
+        **_ERRORS,
+        200: {"model": Envelope[JobView], "description": "A repeat of an Idempotency-Key: the job it made"},
+    },
     tags=["jobs"],
-    openapi_extra={"requestBody": _SPEC_BODY},
+    openapi_extra={"requestBody": _SPEC_BODY, "parameters": [_IDEMPOTENCY_KEY]},
 )
 async def submit_job(request: Request) -> Response:
-    """Queue a job (body: a ``JobSpec``).  The answer comes once the job is stored; the owner is the
-    token's user.
+    """Queue a job (body: a ``JobSpec``).  The answer comes once the job is stored (201; 200 for a repeat
+    of an ``Idempotency-Key``); the owner is the token's user.
 
     The body is parsed here rather than by FastAPI's dependency machinery: this is the hot path, and
     pydantic's JSON parser in one call costs a fraction of it (DESIGN §6, bench/submit.py).
@@ -107,8 +122,11 @@ async def submit_job(request: Request) -> Response:
         spec = JobSpec.model_validate_json(await request.body())
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
-    job = await rt.jobs.submit(user, spec)
+    submitted = await rt.jobs.submit(user, spec, request.headers.get("idempotency-key"))
     rt.metrics.submit_seconds.observe(time.perf_counter() - started)
+    job = submitted.job
+    if not submitted.created:
+        return envelope(rt.jobs.view(job), f"job {job.job_id} (made by an earlier request with this key)")
     return envelope(rt.jobs.view(job), f"job {job.job_id} queued", status=201)
 
 
@@ -147,8 +165,11 @@ async def job_logs(
             media_type="text/plain; charset=utf-8",
             headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"},
         )
-    logs = JobLogs(job_id=job.job_id, status=job.status, logs=rt.jobs.logs(job, tail))
-    return envelope(logs, f"job {job_id} is {job.status.value}")
+    found = await rt.jobs.logs(job, tail)
+    logs = JobLogs(job_id=job.job_id, status=job.status, logs=found.text, truncated=found.truncated)
+    # Megabytes of text: turned into JSON in a worker thread, not on the event loop.
+    body = await asyncio.to_thread(logs.model_dump_json)
+    return envelope(body.encode(), f"job {job_id} is {job.status.value}")
 
 
 @router.get("/api/k8s/jobs", response_model=Envelope[JobList], responses=_ERRORS, tags=["jobs"])
@@ -175,7 +196,9 @@ async def list_jobs(
     "/api/k8s/job/{job_id}/cancel", response_model=Envelope[JobView], responses=_ERRORS, tags=["jobs"]
 )
 async def cancel_job(job_id: str, user: User, rt: Rt) -> Response:
-    """Cancel a queued or running job (its processes get SIGTERM, then SIGKILL after a grace period)."""
+    """Cancel a queued or running job: answered ``cancelled`` at once; its code never starts, or its
+    processes get SIGTERM, then SIGKILL after a grace period; its GPUs are free once they are gone.
+    Cancelling a cancelled job answers the same again; one that completed or failed is 409."""
     job = await rt.jobs.cancel(user, job_id)
     return envelope(rt.jobs.view(job), f"job {job_id} cancelled")
 
@@ -270,15 +293,21 @@ async def landing() -> Response:
 
 @router.get("/healthz", response_model=Envelope[dict[str, Any]], tags=["service"])
 async def healthz(rt: Rt) -> Response:
-    """Liveness and readiness, without authentication."""
+    """Liveness and readiness, without authentication.  ``status`` is ``degraded``, with ``problems``
+    saying why, while the database refuses writes, the executor cannot reach its jobs or the service is
+    overloaded (it still answers 200: it works, and recovers by itself)."""
     try:
         counts = await rt.store.read(repo.count_by_status)
     except Exception:
         return failure("the job database does not answer", 503, {"database": "down"})
     inventory = rt.executor.inventory()
+    health = assess(rt.store, rt.executor, rt.lag, rt.reconciler.observe_problem)
     return envelope(
         {
-            "status": "ok",
+            "status": health.status,
+            "problems": list(health.problems),
+            "event_loop_lag_seconds": round(rt.lag.last, 4),
+            "event_loop_lag_max_seconds": round(rt.lag.worst_recent, 4),  # over the last 5 s
             "executor": rt.executor.name,
             "gpu_source": inventory.source,
             "queued": counts[JobStatus.QUEUED],
@@ -288,7 +317,7 @@ async def healthz(rt: Rt) -> Response:
             "priorities": sorted(rt.settings.priorities, key=rt.settings.priorities.__getitem__),
             "default_priority": rt.settings.default_priority,
         },
-        "ok",
+        "; ".join(health.problems) or "ok",
     )
 
 
@@ -296,11 +325,10 @@ async def healthz(rt: Rt) -> Response:
 async def metrics(rt: Rt) -> Response:
     """Prometheus text format."""
     counts = await rt.store.read(repo.count_by_status)
-    active = await rt.store.active_jobs()
     held: dict[str, set[str]] = {}
-    for node, index in holders(active):
+    for node, index in holders(rt.live.holding()):
         held.setdefault(node, set()).add(index)
-    body = rt.metrics.render(counts, rt.executor.inventory(), held)
+    body = rt.metrics.render(counts, rt.executor.inventory(), held, loop_lag=rt.lag.last)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 from ..config import Settings
 from ..executors.base import Executor
 from ..gpustatus import GpuStatusCache
+from ..reconciler import Reconciler
 from ..scheduler.loop import SchedulerLoop
 from ..store import Store
+from ..store.live import LiveJobs
 from .auth import HubAuthenticator
+from .health import LoopLag
 from .jobs import JobService
 from .metrics import Metrics
 
@@ -19,9 +22,12 @@ class Runtime:
     settings: Settings
     store: Store
     executor: Executor
+    live: LiveJobs
     scheduler: SchedulerLoop
+    reconciler: Reconciler
     jobs: JobService
     auth: HubAuthenticator
     metrics: Metrics
     version: str
+    lag: LoopLag
     gpu_status: GpuStatusCache = field(default_factory=GpuStatusCache)

@@ -4,6 +4,12 @@ Every write goes through one writer thread that commits whatever has queued up i
 (each item in its own savepoint, so one failure spoils nothing else).  That keeps SQLite free of
 "database is locked", makes a job durable before its 201 goes out, and lets one fsync serve many
 submissions under load.  Reads run on other connections (SQLite in WAL mode lets them).
+
+In-memory caches (the queue index, job watchers) are *derived* from these writes: after each commit
+the writer hands its listeners, on their event loop and in commit order, every job record the batch
+changed (``repository.changed``) and every snapshot a work item read inside the writer's transaction
+(``publish``), before it wakes the writers' callers.  A cache that applies them in that order can never
+be overwritten by an older read.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -21,15 +28,19 @@ from typing import Any, TypeAlias, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, insert
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import DependencyUnavailable, GpujobsError
-from ..models import JobStatus
 from . import repository
 from .orm import JobRow
 from .records import JobRecord
 
 T = TypeVar("T")
+# Errors that say the database cannot take writes (a full disk, I/O errors, a lost server), as against
+# a request's own fault (a duplicate key).
+_REFUSALS = (OperationalError, InternalError, InterfaceError)
+log = logging.getLogger(__name__)
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _BATCH = 512
 
@@ -70,6 +81,24 @@ def migrate(engine: Engine) -> None:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """A read made inside the writer's transaction (so ordered with every write), for the listeners:
+    ``kind`` says what it is (``"queue"``: ``repository.queue_entries``)."""
+
+    kind: str
+    value: Any
+
+
+Published: TypeAlias = "JobRecord | Snapshot"
+Listener = Callable[[list[Published]], None]
+
+
+def publish(session: Session, snapshot: Snapshot) -> None:
+    """Hand a snapshot read in the writer's transaction to the listeners, in commit order."""
+    session.info.setdefault("changed", []).append(snapshot)
+
+
+@dataclass(frozen=True)
 class _NewJob:
     """A job insert, written together with the other inserts of its batch in one statement."""
 
@@ -83,21 +112,35 @@ _Item: TypeAlias = tuple[_Work, _Waiter]
 _Outcome: TypeAlias = tuple[_Waiter, Any, BaseException | None]
 
 
-def _settle(outcomes: list[_Outcome]) -> None:
-    """Hand results back: one wake-up per event loop for the whole batch, not one per write."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+def _settle(
+    outcomes: list[_Outcome],
+    changes: list[Published] | None = None,
+    listeners: list[tuple[asyncio.AbstractEventLoop, Listener]] | None = None,
+) -> None:
+    """Hand results back: one wake-up per event loop for the whole batch, not one per write.  Listeners
+    hear of the batch's changes first, in the same wake-up: a caller that awaited its write finds the
+    caches already up to date."""
+    by_loop: dict[asyncio.AbstractEventLoop, tuple[list[Listener], list[_Outcome]]] = {}
+    if changes:
+        for loop, listener in listeners or ():
+            by_loop.setdefault(loop, ([], []))[0].append(listener)
     for outcome in outcomes:
         waiter = outcome[0]
         if isinstance(waiter, asyncio.Future):
-            by_loop.setdefault(waiter.get_loop(), []).append(outcome)
+            by_loop.setdefault(waiter.get_loop(), ([], []))[1].append(outcome)
         else:
             _resolve(outcome)
-    for loop, items in by_loop.items():
+    for loop, (loop_listeners, items) in by_loop.items():
         with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting any more
-            loop.call_soon_threadsafe(_resolve_all, items)
+            loop.call_soon_threadsafe(_resolve_all, items, loop_listeners, changes or [])
 
 
-def _resolve_all(items: list[_Outcome]) -> None:
+def _resolve_all(items: list[_Outcome], listeners: list[Listener], changes: list[Published]) -> None:
+    for listener in listeners:
+        try:
+            listener(changes)
+        except Exception:  # a cache's bug must not keep the writers' callers waiting
+            log.exception("a store listener failed")
     for item in items:
         _resolve(item)
 
@@ -116,6 +159,9 @@ class _Writer:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         self.generation = 0  # committed batches so far: a reader that saw the same number saw the same data
+        self.listeners: list[tuple[asyncio.AbstractEventLoop, Listener]] = []
+        # Why the last batch could not be committed (None once one has been): health reports it.
+        self.failure: str | None = None
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="gpujobs-store-writer", daemon=True)
         self._thread.start()
@@ -149,27 +195,35 @@ class _Writer:
 
     def _commit(self, batch: list[_Item]) -> None:
         outcomes: list[_Outcome] = []
+        refused: str | None = None
         try:
             with self._sessions() as session, session.begin():
+                changes: list[Published] = session.info.setdefault("changed", [])
                 new_jobs = [(work, future) for work, future in batch if isinstance(work, _NewJob)]
                 if new_jobs:
                     outcomes.extend(self._insert_jobs(session, new_jobs))
                 for work, future in batch:
                     if isinstance(work, _NewJob):
                         continue
+                    noted = len(changes)
                     try:
                         with session.begin_nested():
                             outcomes.append((future, work(session), None))
                     except Exception as exc:
+                        del changes[noted:]  # rolled back: what it noted did not happen
+                        if isinstance(exc, _REFUSALS):  # the database's fault, not the request's
+                            refused = refused or f"{exc.__class__.__name__}: {_first_line(exc.orig or exc)}"
+                            exc = _unavailable(exc)
                         outcomes.append((future, None, exc))
         except Exception as exc:  # the commit itself failed: nothing in the batch is stored
-            failure = DependencyUnavailable(
-                f"the job database did not accept the write: {exc.__class__.__name__}"
-            )
+            self.failure = f"{exc.__class__.__name__}: {_first_line(exc)}"
+            log.warning("the job database refused a write: %s", self.failure)
+            failure = _unavailable(exc)
             _settle([(waiter, None, failure) for _work, waiter in batch])
             return
+        self.failure = refused
         self.generation += 1
-        _settle(outcomes)
+        _settle(outcomes, changes, self.listeners)
 
     @staticmethod
     def _insert_jobs(session: Session, new_jobs: list[tuple[_NewJob, _Waiter]]) -> list[_Outcome]:
@@ -178,17 +232,29 @@ class _Writer:
         try:
             with session.begin_nested():
                 seqs = session.execute(statement, [work.values for work, _ in new_jobs]).scalars().all()
+            for (work, _), seq in zip(new_jobs, seqs, strict=True):
+                repository.changed(session, repository.record_of(seq, work.values))
             return [(future, seq, None) for (_, future), seq in zip(new_jobs, seqs, strict=True)]
         except Exception:
             outcomes: list[_Outcome] = []
             for work, future in new_jobs:
                 try:
                     with session.begin_nested():
-                        seq = session.execute(insert(JobRow).values(**work.values).returning(JobRow.seq))
-                        outcomes.append((future, seq.scalar_one(), None))
+                        result = session.execute(insert(JobRow).values(**work.values).returning(JobRow.seq))
+                        seq = result.scalar_one()
+                    repository.changed(session, repository.record_of(seq, work.values))
+                    outcomes.append((future, seq, None))
                 except Exception as exc:
                     outcomes.append((future, None, exc))
             return outcomes
+
+
+def _unavailable(exc: BaseException) -> DependencyUnavailable:
+    return DependencyUnavailable(f"the job database did not accept the write: {exc.__class__.__name__}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0][:200]
 
 
 class Store:
@@ -200,7 +266,6 @@ class Store:
         migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = _Writer(self._sessions)
-        self._active: tuple[int, list[JobRecord]] | None = None
 
     async def write(self, work: Callable[[Session], T]) -> T:
         waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -218,19 +283,20 @@ class Store:
         self._writer.submit(_NewJob(values), waiter)
         return repository.record_of(await waiter, values)
 
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener`` on the running event loop with what each committed batch changed, in commit
+        order (see the module's docstring)."""
+        self._writer.listeners.append((asyncio.get_running_loop(), listener))
+
+    @property
+    def write_failure(self) -> str | None:
+        """Why the last write batch failed, or None when the last one was committed."""
+        return self._writer.failure
+
     @property
     def generation(self) -> int:
         """Changes after every write this store commits (it is the only writer of its database)."""
         return self._writer.generation
-
-    async def active_jobs(self) -> list[JobRecord]:
-        """Jobs pending or running, oldest first; read again only when a write has been committed since
-        the last read (the API, metrics and every scheduling cycle ask often).  Do not change the list."""
-        generation = self.generation  # before the read: the answer is at least this new
-        if self._active is None or self._active[0] != generation:
-            active = await self.read(lambda s: repository.jobs_in(s, JobStatus.active()))
-            self._active = (generation, active)
-        return self._active[1]
 
     async def read(self, work: Callable[[Session], T]) -> T:
         return await asyncio.to_thread(self.read_sync, work)

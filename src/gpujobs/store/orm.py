@@ -55,11 +55,41 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)
     account_group: Mapped[str] = mapped_column(String(255), nullable=False, default="default")
+    memory_request: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    # True from admission until the executor confirms nothing of the job runs any more: its node, GPUs
+    # and CPU are not free before (a cancelled job keeps them while its processes stop).
+    holding: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Set before the job is handed to the executor (the wish first): from then on it may have run.
+    launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_jobs_user_seq", "user", "seq"),
         Index("ix_jobs_status_seq", "status", "seq"),
+        Index("ix_jobs_holding", "holding"),
     )
+
+
+class IdempotencyKeyRow(Base):
+    """A client's key for one submission: a retry with the same key gets the same job."""
+
+    __tablename__ = "idempotency_keys"
+
+    user: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    body_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (Index("ix_idempotency_created", "created_at"),)
+
+
+class HeartbeatRow(Base):
+    """One row rewritten to learn whether the database takes writes (health checks)."""
+
+    __tablename__ = "heartbeat"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
 class UsageRow(Base):

@@ -35,6 +35,14 @@ class JobRecord:
     admitted_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    memory_request: float = 0.0
+    holding: bool = False
+    launched_at: datetime | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """Ended in the store (cancelled) while its processes may still run: it keeps what it holds."""
+        return self.holding and self.status.is_terminal()
 
     @property
     def job_spec(self) -> JobSpec:

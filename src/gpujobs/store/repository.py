@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from ..errors import IllegalTransition, JobNotFound
+from ..errors import IllegalTransition, InvalidSpec, JobNotFound
 from ..models import JobStatus
-from .orm import JobRow, UsageRow
+from .orm import HeartbeatRow, IdempotencyKeyRow, JobRow, UsageRow
 from .records import JobRecord
 
 S = JobStatus
@@ -56,7 +56,14 @@ def to_record(row: JobRow) -> JobRecord:
 
 def new_job_values(**values: Any) -> dict[str, Any]:
     """A new job's column values: the given ones plus the defaults of a freshly queued job."""
-    return {"status": S.QUEUED.value, "created_at": utcnow(), "attempts": 0, "gpus": [], **values}
+    return {
+        "status": S.QUEUED.value,
+        "created_at": utcnow(),
+        "attempts": 0,
+        "gpus": [],
+        "holding": False,
+        **values,
+    }
 
 
 def record_of(seq: int, values: dict[str, Any]) -> JobRecord:
@@ -68,7 +75,7 @@ def add_job(session: Session, **values: Any) -> JobRecord:
     """Insert a queued job (a Core insert: the ORM's unit of work costs more than the write itself)."""
     values = new_job_values(**values)
     seq = session.execute(insert(JobRow).values(**values).returning(JobRow.seq)).scalar_one()
-    return record_of(seq, values)
+    return changed(session, record_of(seq, values))
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class QueueEntry:
     groups: tuple[str, ...] = ()
     account_group: str = "default"
     timeout_seconds: int | None = None
+    memory_request: float = 0.0
 
 
 def queue_entries(session: Session) -> list[QueueEntry]:
@@ -102,10 +110,17 @@ def queue_entries(session: Session) -> list[QueueEntry]:
         JobRow.groups,
         JobRow.account_group,
         JobRow.timeout_seconds,
+        JobRow.memory_request,
     )
     query = select(*columns).where(JobRow.status == S.QUEUED.value).order_by(JobRow.seq)
     return [
-        QueueEntry(*row[:8], groups=tuple(row[8] or ()), account_group=row[9], timeout_seconds=row[10])
+        QueueEntry(
+            *row[:8],
+            groups=tuple(row[8] or ()),
+            account_group=row[9],
+            timeout_seconds=row[10],
+            memory_request=row[11],
+        )
         for row in session.execute(query)
     ]
 
@@ -134,12 +149,6 @@ def list_jobs(
     return [to_record(row) for row in session.scalars(query)]
 
 
-def jobs_in(session: Session, statuses: Iterable[JobStatus]) -> list[JobRecord]:
-    """Jobs in these states, oldest first."""
-    query = select(JobRow).where(JobRow.status.in_([s.value for s in statuses])).order_by(JobRow.seq)
-    return [to_record(row) for row in session.scalars(query)]
-
-
 def count_by_status(session: Session) -> dict[JobStatus, int]:
     counts = {status: 0 for status in JobStatus}
     for status, count in session.execute(select(JobRow.status, func.count()).group_by(JobRow.status)):
@@ -147,37 +156,163 @@ def count_by_status(session: Session) -> dict[JobStatus, int]:
     return counts
 
 
-def transition(session: Session, job_id: str, to: JobStatus, **fields: Any) -> JobRecord:
-    """Move a job to ``to``, refusing moves the job life does not allow (IllegalTransition).
+@dataclass(frozen=True)
+class Change:
+    """What a compare-and-set transition replaced (``before``) and what it wrote (``after``)."""
 
-    The check and the write are one conditional UPDATE, so two writers racing (a cancel and a
-    finish, say) cannot both win.  Timestamps follow the state unless given.
+    before: JobRecord
+    after: JobRecord
+
+
+def changed(session: Session, record: JobRecord) -> JobRecord:
+    """Note a job's new state on the session: the store tells its listeners (the in-memory caches)
+    once the transaction commits, in commit order, and forgets notes of a write that rolled back."""
+    session.info.setdefault("changed", []).append(record)
+    return record
+
+
+def _locked_row(session: Session, job_id: str) -> JobRow | None:
+    # FOR UPDATE on PostgreSQL; SQLite's one writer already serialises.
+    return session.scalars(select(JobRow).where(JobRow.job_id == job_id).with_for_update()).one_or_none()
+
+
+def change(
+    session: Session,
+    job_id: str,
+    to: JobStatus,
+    *,
+    only_from: Iterable[JobStatus] | None = None,
+    **fields: Any,
+) -> Change:
+    """Move a job to ``to`` (compare-and-set): refused with IllegalTransition when the job life does not
+    allow the move from its current state, or when the state is not one of ``only_from``.
+
+    Timestamps follow the state unless given.  Whether the job *holds* its node and GPUs follows too:
+    admission takes them; going back to the queue gives them up; an end leaves them held only when the
+    caller says its processes may still run (``holding=True``, a cancel).
     """
-    allowed_from = [state.value for state, targets in ALLOWED_TRANSITIONS.items() if to in targets]
+    row = _locked_row(session, job_id)
+    if row is None:
+        raise JobNotFound(job_id)
+    before = to_record(row)
+    allowed = to in ALLOWED_TRANSITIONS[before.status] and (
+        only_from is None or before.status in set(only_from)
+    )
+    if not allowed:
+        raise IllegalTransition(f"job {job_id} is {before.status.value}; it cannot become {to.value}")
     now = utcnow()
     values: dict[str, Any] = {"status": to.value, **fields}
     if to is S.PENDING:
         values.setdefault("admitted_at", now)
+        values.setdefault("holding", True)
     if to is S.RUNNING:
         values.setdefault("started_at", now)
     if to.is_terminal():
         values.setdefault("finished_at", now)
+        values.setdefault("holding", False)
     if to is S.QUEUED:
-        values.update(node=None, gpus=[], admitted_at=None)
-    result = session.execute(
-        update(JobRow)
-        .where(JobRow.job_id == job_id, JobRow.status.in_(allowed_from))
-        .values(**values)
-        .execution_options(synchronize_session=False)
+        values.update(node=None, gpus=[], admitted_at=None, launched_at=None, holding=False)
+    for name, value in values.items():
+        setattr(row, name, value)
+    session.flush()
+    return Change(before, changed(session, to_record(row)))
+
+
+def transition(session: Session, job_id: str, to: JobStatus, **fields: Any) -> JobRecord:
+    """``change`` when only the result matters."""
+    return change(session, job_id, to, **fields).after
+
+
+def release(session: Session, job_id: str) -> JobRecord | None:
+    """The executor confirmed that nothing of an ended job runs any more: its node and GPUs are free.
+    None when it held nothing (already released)."""
+    row = _locked_row(session, job_id)
+    if row is None or not row.holding or not JobStatus(row.status).is_terminal():
+        return None
+    row.holding = False
+    session.flush()
+    return changed(session, to_record(row))
+
+
+def mark_launched(session: Session, job_id: str) -> JobRecord:
+    """Record, before the executor is asked, that a pending job is being handed over: from here on it
+    may have run, so it is never put back in the queue on a guess."""
+    row = _locked_row(session, job_id)
+    if row is None:
+        raise JobNotFound(job_id)
+    if row.status != S.PENDING.value:
+        raise IllegalTransition(f"job {job_id} is {row.status}; only a pending job is launched")
+    if row.launched_at is None:
+        row.launched_at = utcnow()
+        session.flush()
+    return changed(session, to_record(row))
+
+
+def jobs_to_reconcile(session: Session) -> list[JobRecord]:
+    """Jobs the reconciler looks after: admitted and not yet released (pending, running, and ended ones
+    whose processes have still to be confirmed gone), oldest first."""
+    query = (
+        select(JobRow)
+        .where((JobRow.holding.is_(True)) | JobRow.status.in_([S.PENDING.value, S.RUNNING.value]))
+        .order_by(JobRow.seq)
     )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        current = get_job(session, job_id)
-        if current is None:
-            raise JobNotFound(job_id)
-        raise IllegalTransition(f"job {job_id} is {current.status.value}; it cannot become {to.value}")
-    record = get_job(session, job_id)
-    assert record is not None
-    return record
+    return [to_record(row) for row in session.scalars(query)]
+
+
+class IdempotencyConflict(InvalidSpec):
+    """The same key came with a different body."""
+
+
+def add_job_once(
+    session: Session, values: Mapping[str, Any], *, key: str, body_hash: str
+) -> tuple[JobRecord, bool]:
+    """Insert a queued job under the client's idempotency key, or find the job that key already made:
+    (job, created).  The same key with a different body is refused (IdempotencyConflict)."""
+    user = values["user"]
+    existing = session.get(IdempotencyKeyRow, (user, key))
+    if existing is not None:
+        if existing.body_hash != body_hash:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used for a different job; send a new key for a new job",
+                field="Idempotency-Key",
+            )
+        job = get_job(session, existing.job_id)
+        if job is None:  # pragma: no cover - keys and jobs are written together
+            raise JobNotFound(existing.job_id)
+        return job, False
+    full = new_job_values(**values)
+    seq = session.execute(insert(JobRow).values(**full).returning(JobRow.seq)).scalar_one()
+    session.execute(
+        insert(IdempotencyKeyRow).values(
+            user=user, key=key, job_id=full["job_id"], body_hash=body_hash, created_at=full["created_at"]
+        )
+    )
+    return changed(session, record_of(seq, full)), True
+
+
+def job_for_idempotency_key(session: Session, user: str, key: str) -> tuple[JobRecord, str] | None:
+    """The job an earlier submission with this key made, and that submission's body hash."""
+    existing = session.get(IdempotencyKeyRow, (user, key))
+    if existing is None:
+        return None
+    job = get_job(session, existing.job_id)
+    return (job, existing.body_hash) if job is not None else None
+
+
+def forget_idempotency_keys(session: Session, before: datetime) -> int:
+    """Drop keys made before ``before`` (kept at least a day: a client retries within minutes)."""
+    result = session.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.created_at < before))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def heartbeat(session: Session) -> None:
+    """Rewrite the one heartbeat row: a write that fails when the database cannot take writes."""
+    row = session.get(HeartbeatRow, 1)
+    if row is None:
+        session.add(HeartbeatRow(id=1, at=utcnow()))
+    else:
+        row.at = utcnow()
+    session.flush()
 
 
 def record_usage(
@@ -251,4 +386,9 @@ def update_fields(session: Session, job_id: str, *, while_status: JobStatus, **f
     """Change fields that are not the state (a waiting job's message, say), only while the job is still
     in ``while_status``: news that arrives late changes nothing."""
     query = update(JobRow).where(JobRow.job_id == job_id, JobRow.status == while_status.value)
-    return bool(session.execute(query.values(**fields)).rowcount)  # type: ignore[attr-defined]
+    updated = bool(session.execute(query.values(**fields)).rowcount)  # type: ignore[attr-defined]
+    if updated:
+        record = get_job(session, job_id)
+        if record is not None:
+            changed(session, record)
+    return updated

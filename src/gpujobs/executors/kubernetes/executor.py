@@ -12,6 +12,10 @@
   failures with the pod's reason: OOMKilled, Evicted, exit codes, ImagePullBackOff).
 - Logs: each pod's output is followed into ``<data_dir>/jobs/<id>/output.log``, so it outlives the
   Job's TTL and the service's log routes work unchanged.
+- Observing is reading the cache (no API call): a Job that is gone while its pods still run is still
+  running (a cancelled job's GPUs are free only once its pods are gone); a Job that is gone with
+  nothing left of it, for a job that is not over, is ``Lost`` — it may have run, so it is never
+  started again (at most once).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from ...gputypes import satisfies
 from ...inventory import Inventory
 from ...models import JobStatus
 from ...store.records import JobRecord
-from ..base import EventSink, Executor, JobEvent, LaunchError
+from ..base import ABSENT, STARTING, Executor, LaunchError, Observation, Phase
 from .cache import JOB_ID_LABEL, ClusterCache, PodUsage, is_ours, pod_usage
 from .manifests import (
     MANAGED_BY,
@@ -54,6 +57,8 @@ from .slugs import job_name, namespace_for
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
 CREATE_ATTEMPTS = 4
+# A stopped job's Job is deleted again if its pods are still there after this long (a lost request).
+DELETE_AGAIN_SECONDS = 10.0
 LIST_PAGE = 500  # objects per list call: a 100,000-pod cluster is read in pages, as kubectl does
 # Reasons a container waits for that will not go away by waiting: the job fails with them.
 HOPELESS_WAITS = ("ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName")
@@ -95,23 +100,13 @@ def _pod_entry(pod: Pod) -> tuple[str, PodUsage, dict[str, Any] | None]:
     return uid, pod_usage(_slim_pod(pod)), None
 
 
-@dataclasses.dataclass
-class _Tracked:
-    """A job the executor watches: the state last reported and where its Job lives."""
-
-    status: JobStatus
-    namespace: str
-    message: str | None = None  # the last news reported
-    attempts_seen: int = 0
-    job_seen: bool = False  # whether the watched cache has shown its Job yet
-
-
 class KubernetesExecutor(Executor):
     name = "kubernetes"
     supports_pools = True
 
-    def __init__(self, settings: Settings, on_event: EventSink) -> None:
-        super().__init__(on_event)
+    observe_interval = POLL_SECONDS
+
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.template = JobTemplate(
             namespace=settings.kube_namespace,
@@ -128,9 +123,11 @@ class KubernetesExecutor(Executor):
         )
         self.client: AsyncClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._tracked: dict[str, _Tracked] = {}  # our job id → what we know
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._namespaces_made: set[str] = set()
+        self._deleted: dict[str, float] = {}  # job id → when its Job was last deleted (stop)
+        self._launched_here: set[str] = set()  # jobs this process created (their logs start empty)
+        self._watch_trouble: dict[str, str] = {}  # kind → why its watch is down
 
     def namespace_of(self, username: str) -> str:
         template = self.settings.kube_namespace_template
@@ -149,7 +146,6 @@ class KubernetesExecutor(Executor):
         for kind in (Node, Pod, Job):
             version = await self._list(kind)
             self._tasks.append(asyncio.create_task(self._watch(kind, version)))
-        self._tasks.append(asyncio.create_task(self._poll_jobs()))
 
     @property
     def _jobs_namespace(self) -> str:
@@ -188,6 +184,7 @@ class KubernetesExecutor(Executor):
                     else self.client.watch(Node, resource_version=since)
                 )
                 async for change, item in stream:
+                    self._watch_trouble.pop(kind.__name__, None)
                     version = (item.metadata.resourceVersion if item.metadata else None) or version
                     if isinstance(item, Pod):
                         self.cache.pod_event(change, *_pod_entry(item))
@@ -195,6 +192,8 @@ class KubernetesExecutor(Executor):
                         self.cache.job_event(change, item.to_dict())
                     else:
                         self.cache.node_event(change, item.to_dict())
+                    if not isinstance(item, Node):
+                        self.wake()
                     delay = 0.5
             except asyncio.CancelledError:
                 raise
@@ -203,16 +202,23 @@ class KubernetesExecutor(Executor):
                     log.info("watch of %s: history compacted, listing again", kind.__name__)
                     with contextlib.suppress(Exception):
                         version = await self._list(kind)
+                        self._watch_trouble.pop(kind.__name__, None)
                         continue
                 else:
                     log.warning("watch of %s failed: %s", kind.__name__, exc)
+                    self._watch_trouble[kind.__name__] = f"watch of {kind.__name__}s: {exc.status.message}"
             except Exception as exc:
                 log.warning("watch of %s dropped (%s); retrying in %.1f s", kind.__name__, exc, delay)
+                self._watch_trouble[kind.__name__] = f"watch of {kind.__name__}s: {exc.__class__.__name__}"
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
     def inventory(self) -> Inventory:
         return self.cache.inventory()
+
+    def problem(self) -> str | None:
+        # A watch that reconnects quickly is normal; one that stays down is worth saying.
+        return "; ".join(sorted(self._watch_trouble.values())) or None
 
     def external_holds(self) -> Mapping[str, Mapping[str, int]]:
         return self.cache.held_by_others()
@@ -244,6 +250,7 @@ class KubernetesExecutor(Executor):
     async def launch(self, job: JobRecord) -> None:
         assert self.client is not None
         self.log_path(job.job_id).parent.mkdir(parents=True, exist_ok=True)
+        self._launched_here.add(job.job_id)
         namespace = self.namespace_of(job.user)
         if self.settings.kube_create_namespaces:
             await self._ensure_namespace(namespace, job.user)
@@ -262,9 +269,11 @@ class KubernetesExecutor(Executor):
             created = dict(found)
         configmap = script_configmap(job, template)
         if configmap is not None:
-            with contextlib.suppress(ApiError):
+            try:
                 await self.client.create(codecs.from_dict(owned_by(configmap, created)))
-        self._tracked[job.job_id] = _Tracked(job.status, namespace)
+            except ApiError as exc:
+                if exc.status.code != 409:  # 409: made by an earlier try of this launch
+                    raise  # passing: the launch is tried again, and adopts the Job it made
 
     async def _create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create the Job, trying again when the API server has a passing problem (5xx, 429, a dropped
@@ -289,102 +298,77 @@ class KubernetesExecutor(Executor):
             await asyncio.sleep(POLL_SECONDS)
         return found
 
-    # --- watching our jobs ------------------------------------------------------------------------
+    # --- observing our jobs -----------------------------------------------------------------------
 
-    async def _poll_jobs(self) -> None:
-        while True:
-            try:
-                for job_id in list(self._tracked):
-                    await self._check(job_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("kubernetes executor: checking jobs failed")
-            await asyncio.sleep(POLL_SECONDS)
+    async def observe(self, jobs: Sequence[JobRecord]) -> dict[str, Observation]:
+        seen = {}
+        for job in jobs:
+            seen[job.job_id] = self._observe(job)
+        return seen
 
-    async def _check(self, job_id: str) -> None:
-        assert self.client is not None
-        tracked = self._tracked.get(job_id)
-        if tracked is None:
-            return
-        kube_job = self.cache.job(job_id)
+    def _observe(self, job: JobRecord) -> Observation:
+        pods = self.cache.pods_of(job.job_id)
+        kube_job = self.cache.job(job.job_id)
+        live = [p for p in pods if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
         if kube_job is None:
-            if tracked.job_seen:  # it was there, and the watch says it is gone
-                self._tracked.pop(job_id, None)
-                await self._emit(
-                    JobEvent(
-                        job_id,
-                        JobStatus.FAILED,
-                        reason="Lost",
-                        message="its Kubernetes Job was deleted outside gpujobs",
-                    )
-                )
-            return
-        tracked.job_seen = True
-        pods = self.cache.pods_of(job_id)
+            if live:  # deleted (a cancel), but its pods are still stopping: they hold the GPUs
+                return Observation(Phase.RUNNING)
+            if job.status.is_terminal():
+                return ABSENT
+            return Observation.lost("its Kubernetes Job was deleted outside gpujobs")
         started = any(p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed") for p in pods)
-        if tracked.status is JobStatus.PENDING and started:
-            tracked.status = JobStatus.RUNNING
-            await self._emit(JobEvent(job_id, JobStatus.RUNNING, attempts=len(pods)))
-        elif tracked.status is JobStatus.PENDING:
-            await self._news(job_id, tracked, _waiting_message(pods))
-        if started and job_id not in self._followers:  # after "running" is stored: logs never lead it
-            self._followers[job_id] = asyncio.create_task(self._follow_logs(job_id))
-        if tracked.status is JobStatus.RUNNING and len(pods) > tracked.attempts_seen:
-            tracked.attempts_seen = len(pods)
-            await self._news(job_id, tracked, _retry_message(pods), attempts=len(pods))
+        if started and job.job_id not in self._followers and not job.status.is_terminal():
+            if job.job_id not in self._launched_here:
+                # Launched before a restart: the follower writes the pods' whole output again.
+                self.log_path(job.job_id).unlink(missing_ok=True)
+            self._followers[job.job_id] = asyncio.create_task(self._follow_logs(job.job_id))
         hopeless = _hopeless_wait(pods)
         if hopeless is not None:
-            await self._end(job_id, JobStatus.FAILED, hopeless[0], hopeless[1], None, len(pods))
-            await self._delete(job_id, tracked.namespace)
-            return
+            return Observation(
+                Phase.ENDED, JobStatus.FAILED, reason=hopeless[0], message=hopeless[1], attempts=len(pods)
+            )
         conditions = {
             c["type"]: c
             for c in kube_job.get("status", {}).get("conditions", []) or []
             if c.get("status") == "True"
         }
         if "Complete" in conditions:
-            await self._end(job_id, JobStatus.COMPLETED, None, None, 0, len(pods))
-        elif "Failed" in conditions:
+            return Observation(Phase.ENDED, JobStatus.COMPLETED, exit_code=0, attempts=len(pods))
+        if "Failed" in conditions:
             reason, message, code = job_failure(conditions["Failed"], pods)
-            await self._end(job_id, JobStatus.FAILED, reason, message, code, len(pods))
+            return Observation(
+                Phase.ENDED,
+                JobStatus.FAILED,
+                reason=reason,
+                message=message,
+                exit_code=code,
+                attempts=len(pods),
+            )
+        if started:
+            return Observation(Phase.RUNNING, message=_retry_message(pods), attempts=len(pods))
+        why_waiting = _waiting_message(pods)
+        return Observation(Phase.STARTING, message=why_waiting) if why_waiting else STARTING
 
-    async def _news(
-        self, job_id: str, tracked: _Tracked, message: str | None, attempts: int | None = None
-    ) -> None:
-        if message is None or message == tracked.message:
-            return
-        tracked.message = message
-        await self._emit(JobEvent(job_id, tracked.status, message=message, attempts=attempts, news=True))
-
-    async def _end(
-        self,
-        job_id: str,
-        status: JobStatus,
-        reason: str | None,
-        message: str | None,
-        exit_code: int | None,
-        attempts: int,
-    ) -> None:
-        tracked = self._tracked.pop(job_id, None)
-        follower = self._followers.pop(job_id, None)
+    async def collect(self, job: JobRecord) -> None:
+        """Before an end is recorded: the log file gets every attempt's whole output, and a Job that will
+        not end by itself (a hopeless wait) is deleted."""
+        follower = self._followers.pop(job.job_id, None)
         if follower is not None:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await follower
-        if tracked is not None:
-            await self._archive_logs(job_id, tracked.namespace)
-        await self._emit(
-            JobEvent(
-                job_id,
-                status,
-                reason=reason,
-                message=message,
-                exit_code=exit_code,
-                attempts=attempts,
-                at=datetime.now(timezone.utc),
-            )
-        )
+        kube_job = self.cache.job(job.job_id)
+        namespace = self._namespace_of_job(job)
+        await self._archive_logs(job.job_id, namespace)
+        if kube_job is not None and not _finished(kube_job):
+            await self._delete(job.job_id, namespace)
+        self._deleted.pop(job.job_id, None)
+
+    def _namespace_of_job(self, job: JobRecord) -> str:
+        kube_job = self.cache.job(job.job_id)
+        if kube_job is not None:
+            return str(kube_job["metadata"].get("namespace") or self.namespace_of(job.user))
+        return self.namespace_of(job.user)
 
     async def _archive_logs(self, job_id: str, namespace: str) -> None:
         """Write every attempt's whole output to the job's log file, before the Job's TTL removes it."""
@@ -400,17 +384,8 @@ class KubernetesExecutor(Executor):
                 with contextlib.suppress(ApiError):
                     lines = self.client.log(pod["metadata"]["name"], namespace=namespace, container=container)
                     parts.append("".join([line async for line in lines]))
-        if not parts:
-            return
-        whole, path = "".join(parts), self.log_path(job_id)
-        followed = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-        if whole.startswith(followed):  # the usual case: add what following missed, for live readers
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(whole[len(followed) :])
-        else:
-            partial = path.with_suffix(".partial")
-            partial.write_text(whole, encoding="utf-8")
-            partial.replace(path)
+        if parts:
+            await asyncio.to_thread(_complete_log, self.log_path(job_id), "".join(parts))
 
     async def _follow_logs(self, job_id: str) -> None:
         """Append every attempt's output to the job's log file, as it is written."""
@@ -418,7 +393,6 @@ class KubernetesExecutor(Executor):
         followed: set[str] = set()
         path = self.log_path(job_id)
         while True:
-            tracked = self._tracked.get(job_id)
             pending = [
                 p
                 for p in self.cache.pods_of(job_id)
@@ -426,9 +400,7 @@ class KubernetesExecutor(Executor):
                 and p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed")
             ]
             if not pending:
-                if tracked is None:
-                    return
-                await asyncio.sleep(POLL_SECONDS)
+                await asyncio.sleep(POLL_SECONDS)  # until collect() ends this task
                 continue
             pod = pending[0]
             followed.add(pod["metadata"]["uid"])
@@ -443,7 +415,7 @@ class KubernetesExecutor(Executor):
                     handle.write(line)
                     handle.flush()
 
-    # --- cancelling and recovering --------------------------------------------------------------
+    # --- stopping --------------------------------------------------------------
 
     async def _delete(self, job_id: str, namespace: str) -> None:
         assert self.client is not None
@@ -452,30 +424,17 @@ class KubernetesExecutor(Executor):
                 Job, job_name(job_id), namespace=namespace, cascade=CascadeType.BACKGROUND
             )
 
-    async def cancel(self, job: JobRecord) -> None:
-        tracked = self._tracked.pop(job.job_id, None)
-        await self._delete(job.job_id, tracked.namespace if tracked else self.namespace_of(job.user))
+    async def stop(self, job: JobRecord) -> None:
+        """Delete the Job (its pods get SIGTERM, then SIGKILL after their grace period); asked again on
+        every pass until the pods are gone, but sent again only now and then."""
+        now = asyncio.get_running_loop().time()
+        last = self._deleted.get(job.job_id)
+        if last is not None and now - last < DELETE_AGAIN_SECONDS:
+            return
+        self._deleted[job.job_id] = now
+        await self._delete(job.job_id, self._namespace_of_job(job))
 
-    async def recover(self, active_jobs: Sequence[JobRecord]) -> None:
-        existing = self.cache.jobs()  # listed at start (in every namespace when each user has one)
-        for job in active_jobs:
-            if job.job_id in existing:
-                self.log_path(job.job_id).unlink(missing_ok=True)  # rewritten from the pods' full logs
-                namespace = existing[job.job_id]["metadata"].get("namespace", "")
-                self._tracked[job.job_id] = _Tracked(job.status, namespace, job_seen=True)
-            elif job.status is JobStatus.PENDING:
-                await self._emit(JobEvent(job.job_id, JobStatus.QUEUED, message="requeued after a restart"))
-            else:
-                await self._emit(
-                    JobEvent(
-                        job.job_id,
-                        JobStatus.FAILED,
-                        reason="Lost",
-                        message="its Kubernetes Job was gone after a restart",
-                    )
-                )
-
-    async def stop(self) -> None:
+    async def close(self) -> None:
         for task in [*self._tasks, *self._followers.values()]:
             task.cancel()
         for task in [*self._tasks, *self._followers.values()]:
@@ -513,6 +472,26 @@ def _containers_in_order(pod: Mapping[str, Any]) -> list[str]:
     requirements failed), then the job's own."""
     spec = pod.get("spec", {})
     return [c["name"] for c in spec.get("initContainers", []) or []] + [spec["containers"][0]["name"]]
+
+
+def _complete_log(path: Path, whole: str) -> None:
+    """Make the log file hold ``whole``: append what following missed (live readers keep reading), or
+    rewrite it when what was followed differs (a restart, a lost stream)."""
+    followed = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    if whole.startswith(followed):
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(whole[len(followed) :])
+    else:
+        partial = path.with_suffix(".partial")
+        partial.write_text(whole, encoding="utf-8")
+        partial.replace(path)
+
+
+def _finished(kube_job: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in kube_job.get("status", {}).get("conditions", []) or []
+    )
 
 
 def _hopeless_wait(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str | None] | None:

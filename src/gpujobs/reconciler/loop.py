@@ -1,0 +1,246 @@
+"""The reconciler: on every pass, the jobs the store says hold resources, what the executor observes of
+them, and one step each toward agreement (``decide``).
+
+- **Level-triggered.**  Nothing is remembered between passes but what is in flight: a step that failed
+  (the executor raised, the store refused the write) is simply decided again on the next pass, so an
+  observed end is retried until it is stored and never lost.
+- **One step per job at a time, jobs independent.**  Each step runs as its own task; a job with a step
+  in flight is skipped by later passes, and one job's slow launch or error never holds up the others.
+- **Wishes first.**  A launch is recorded (``launched_at``) before the executor is asked, with a
+  compare-and-set that a cancel makes fail; a cancel is recorded first and carried out here.
+- **GPUs are freed only on the executor's word**: a job that ended in the store keeps its node and GPUs
+  until ``observe`` says nothing of it runs any more (``release``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from ..config import Settings
+from ..errors import GpujobsError, IllegalTransition, JobNotFound
+from ..executors.base import Executor, LaunchError, Observation
+from ..models import JobStatus
+from ..scheduler.usage import UsageTracker
+from ..store import Store
+from ..store import repository as repo
+from ..store.live import LiveJobs
+from ..store.records import JobRecord
+from .decide import Action, Step, decide
+from .endings import ending, remember_usage
+
+log = logging.getLogger(__name__)
+# Pauses between tries of a launch that raised something other than LaunchError (a passing fault);
+# after the last one the job fails as LaunchFailed with the error's message.
+LAUNCH_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: Store,
+        live: LiveJobs,
+        executor: Executor,
+        settings: Settings,
+        usage: UsageTracker,
+        on_release: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.live = live
+        self.executor = executor
+        self.settings = settings
+        self.usage = usage
+        self.on_release = on_release
+        self.passes = 0
+        self.observe_problem: str | None = None
+        self._busy: dict[str, asyncio.Task[bool]] = {}
+        self._last_error: dict[str, str] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.launch_retry_delays = LAUNCH_RETRY_DELAYS
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gpujobs-reconciler")
+
+    async def stop(self) -> None:
+        tasks = [task for task in (self._task, *self._busy.values()) if task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.executor.observe_interval)
+            self._wake.clear()
+            try:
+                await self.pass_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in a pass must not end the loop: the next pass decides again
+                log.exception("reconciler pass failed")
+
+    async def pass_once(self) -> None:
+        """Look at every job that holds resources and is not busy; start one step for each that needs
+        one.  Returns without waiting for the steps (``settle`` waits, for tests)."""
+        self.passes += 1
+        jobs = [job for job in self.live.holding() if job.job_id not in self._busy]
+        if not jobs:
+            return
+        try:
+            seen = await self.executor.observe(jobs)
+            self.observe_problem = None
+        except Exception as exc:  # decide without observations: only launches proceed
+            self.observe_problem = f"{exc.__class__.__name__}: {exc}"
+            log.warning("the executor could not observe its jobs: %s", self.observe_problem)
+            seen = {}
+        for job in jobs:
+            step = decide(job, seen.get(job.job_id))
+            if step.action is not Action.NOTHING and job.job_id not in self._busy:
+                self._start(job, step)
+
+    async def settle(self) -> None:
+        """Wait until no step is in flight (tests drive passes one at a time)."""
+        while self._busy:
+            await asyncio.gather(*self._busy.values(), return_exceptions=True)
+
+    def _start(self, job: JobRecord, step: Step) -> None:
+        name = f"gpujobs-{step.action.value}-{job.job_id}"
+        task = asyncio.create_task(self._carry_out(job, step), name=name)
+        self._busy[job.job_id] = task
+
+        def done(finished: asyncio.Task[bool]) -> None:
+            if self._busy.get(job.job_id) is finished:
+                del self._busy[job.job_id]
+            # A step that worked may have made the next one possible: look again soon.  Not after a
+            # failure (a store outage would become a busy loop) nor after a stop (it takes its time).
+            succeeded = not finished.cancelled() and finished.result()
+            if succeeded and step.action is not Action.STOP:
+                self.wake()
+
+        task.add_done_callback(done)
+
+    async def _carry_out(self, job: JobRecord, step: Step) -> bool:
+        """Carry out one step; False when it failed (it is decided again on the next pass)."""
+        try:
+            if step.action is Action.LAUNCH:
+                await self._launch(job)
+            elif step.action is Action.RECORD_RUNNING:
+                assert step.observation is not None
+                await self._record_running(job, step.observation)
+            elif step.action is Action.RECORD_END:
+                assert step.observation is not None
+                await self._record_end(job, step.observation)
+            elif step.action is Action.NEWS:
+                await self._news(job, step)
+            elif step.action is Action.STOP:
+                await self.executor.stop(job)
+            elif step.action is Action.RELEASE:
+                await self._release(job)
+        except asyncio.CancelledError:
+            raise
+        except (IllegalTransition, JobNotFound) as exc:
+            # The store moved on meanwhile (a cancel won the race): the next pass decides from there.
+            log.debug("job %s: %s skipped: %s", job.job_id, step.action.value, exc)
+        except Exception as exc:
+            self._complain(job, step, exc)
+            return False
+        self._last_error.pop(job.job_id, None)
+        return True
+
+    def _complain(self, job: JobRecord, step: Step, exc: Exception) -> None:
+        text = exc.message if isinstance(exc, GpujobsError) else f"{exc.__class__.__name__}: {exc}"
+        if self._last_error.get(job.job_id) != text:  # once per job and kind of trouble, not every pass
+            self._last_error[job.job_id] = text
+            log.warning(
+                "job %s: %s failed (%s); trying again on the next pass", job.job_id, step.action.value, text
+            )
+
+    # --- the steps --------------------------------------------------------------------------------
+
+    async def _launch(self, job: JobRecord) -> None:
+        job = await self.store.write(lambda s: repo.mark_launched(s, job.job_id))
+        failure: str | None = None
+        for attempt, delay in enumerate((*self.launch_retry_delays, None)):
+            try:
+                await self.executor.launch(job)
+                return
+            except asyncio.CancelledError:
+                raise
+            except LaunchError as exc:
+                failure = str(exc)
+                break
+            except Exception as exc:
+                failure = (
+                    f"the executor failed to start it {attempt + 1} times: {exc.__class__.__name__}: {exc}"
+                )
+                log.warning("job %s: launch attempt %d failed: %s", job.job_id, attempt + 1, exc)
+                if delay is None:
+                    break
+                await asyncio.sleep(delay)
+        log.warning("job %s could not be launched: %s", job.job_id, failure)
+        await self._end(
+            job,
+            JobStatus.FAILED,
+            only_from=(JobStatus.PENDING,),
+            reason="LaunchFailed",
+            message=failure,
+            # Whatever a failed hand-over may have left behind is stopped, and the GPUs freed, on the
+            # executor's word.
+            holding=True,
+        )
+
+    async def _record_running(self, job: JobRecord, seen: Observation) -> None:
+        fields: dict[str, object] = {"started_at": seen.started_at or _now(), "message": None}
+        if seen.attempts is not None:
+            fields["attempts"] = seen.attempts
+        await self.store.write(
+            lambda s: repo.change(s, job.job_id, JobStatus.RUNNING, only_from=(JobStatus.PENDING,), **fields)
+        )
+
+    async def _record_end(self, job: JobRecord, seen: Observation) -> None:
+        assert seen.status is not None
+        await self.executor.collect(job)
+        fields: dict[str, object] = {
+            "reason": seen.reason,
+            "message": seen.message,
+            "exit_code": seen.exit_code,
+            "finished_at": seen.finished_at or _now(),
+        }
+        if seen.attempts is not None:
+            fields["attempts"] = seen.attempts
+        if job.started_at is None and seen.started_at is not None:
+            fields["started_at"] = seen.started_at
+        await self._end(job, seen.status, only_from=(JobStatus.PENDING, JobStatus.RUNNING), **fields)
+
+    async def _end(self, job: JobRecord, to: JobStatus, **fields: object) -> None:
+        inventory = self.executor.inventory()
+        costs = self.settings.gpu_hour_costs
+        change = await self.store.write(ending(job.job_id, to, inventory, costs, **fields))  # type: ignore[arg-type]
+        remember_usage(self.usage, change)
+        if not change.after.holding:
+            self.on_release()
+
+    async def _news(self, job: JobRecord, step: Step) -> None:
+        fields: dict[str, object] = {"message": step.message}
+        if step.observation is not None and step.observation.attempts is not None:
+            fields["attempts"] = step.observation.attempts
+        await self.store.write(lambda s: repo.update_fields(s, job.job_id, while_status=job.status, **fields))
+
+    async def _release(self, job: JobRecord) -> None:
+        await self.executor.collect(job)
+        released = await self.store.write(lambda s: repo.release(s, job.job_id))
+        if released is not None:
+            self.on_release()

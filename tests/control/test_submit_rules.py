@@ -1,0 +1,73 @@
+"""Submissions in-process: idempotency keys, impossible jobs, health."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fakes import FakeExecutor
+
+SPEC = {"name": "k", "script": "print(1)"}
+
+
+async def test_an_idempotency_key_makes_one_job_however_often_it_is_sent(harness, tmp_path: Path) -> None:
+    async with harness(FakeExecutor(tmp_path / "logs")) as h:
+        headers = {"Idempotency-Key": "cell-42"}
+        answers = await asyncio.gather(
+            *(h.alice.post("api/k8s/submit-job", json=SPEC, headers=headers) for _ in range(5))
+        )
+        assert sorted(a.status_code for a in answers) == [200, 200, 200, 200, 201]
+        assert len({a.json()["data"]["job_id"] for a in answers}) == 1
+        later = await h.alice.post("api/k8s/submit-job", json=SPEC, headers=headers)
+        assert (
+            later.status_code == 200 and later.json()["data"]["job_id"] == answers[0].json()["data"]["job_id"]
+        )
+        listed = (await h.alice.get("api/k8s/jobs")).json()["data"]["jobs"]
+        assert len(listed) == 1
+        # The same key from another user is another job; the same key with another body is refused.
+        theirs = await h.bob.post("api/k8s/submit-job", json=SPEC, headers=headers)
+        assert theirs.status_code == 201
+        other = await h.alice.post("api/k8s/submit-job", json={**SPEC, "name": "other"}, headers=headers)
+        assert other.status_code == 422 and other.json()["data"]["field"] == "Idempotency-Key"
+
+
+async def test_a_bad_idempotency_key_is_refused_before_anything_is_stored(harness, tmp_path: Path) -> None:
+    async with harness(FakeExecutor(tmp_path / "logs")) as h:
+        for key in ("x" * 256, ""):
+            refused = await h.alice.post("api/k8s/submit-job", json=SPEC, headers={"Idempotency-Key": key})
+            assert refused.status_code == 422, refused.text
+            assert "Idempotency-Key must be 1 to 255" in refused.json()["message"]
+        longest = await h.alice.post("api/k8s/submit-job", json=SPEC, headers={"Idempotency-Key": "x" * 255})
+        assert longest.status_code == 201
+        assert len((await h.alice.get("api/k8s/jobs")).json()["data"]["jobs"]) == 1
+
+
+async def test_an_impossible_job_is_refused_and_the_next_one_starts_at_once(harness, tmp_path: Path) -> None:
+    executor = FakeExecutor(tmp_path / "logs", gpus=2, cpu_cores=4)
+    async with harness(executor) as h:
+        for impossible, field in (
+            ({"cpu_limit": "1000"}, "cpu_limit"),
+            ({"gpu_count": 3, "gpu_type": "t4"}, "gpu_count"),
+            ({"memory_limit": "1Ti"}, "memory_limit"),
+        ):
+            refused = await h.alice.post("api/k8s/submit-job", json={**SPEC, **impossible})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["data"]["field"] == field
+            assert "more than any node has" in refused.json()["message"]
+        # The largest possible job is accepted, and runs.
+        largest = await h.submit(h.bob, gpu_count=2, gpu_type="t4", cpu_limit="4", memory_limit="64Gi")
+        await h.step(2)
+        assert (await h.status(largest))["status"] == "running"
+
+
+async def test_health_reports_an_executor_that_cannot_observe(harness, tmp_path: Path) -> None:
+    class Unreachable(FakeExecutor):
+        async def observe(self, jobs):
+            raise ConnectionError("connection refused")
+
+    async with harness(Unreachable(tmp_path / "logs")) as h:
+        await h.submit(h.alice)
+        await h.step(2)
+        health = (await h.alice.get("healthz")).json()["data"]
+        assert health["status"] == "degraded"
+        assert "cannot reach its jobs (ConnectionError: connection refused)" in health["problems"][0]
