@@ -166,3 +166,35 @@ def test_one_key_one_job_and_a_different_body_is_refused(store: Store) -> None:
     )
     assert created and theirs.job_id == "k4"  # keys are per user
     assert len(store.read_sync(lambda s: repo.list_jobs(s, limit=10))) == 2
+
+
+def test_the_upgrade_keeps_the_gpus_of_jobs_admitted_before_it(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from gpujobs.store.database import _MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    engine = create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as connection:  # a database as the previous release left it
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+        for job_id, status in (("old-run", "running"), ("old-wait", "queued"), ("old-done", "completed")):
+            connection.execute(
+                text(
+                    "INSERT INTO jobs (job_id, user, groups, name, status, priority, gpu_required, gpu_count,"
+                    " gpu_type, cpu_request, spec, gpus, attempts, created_at, node)"
+                    " VALUES (:id, 'alice', '[]', 'n', :status, 'normal', 1, 1, 't4', 0, '{}', '[\"0\"]', 0,"
+                    " '2026-11-30 00:00:00', 'vm')"
+                ),
+                {"id": job_id, "status": status},
+            )
+    engine.dispose()
+    upgraded = Store(url)
+    holding = upgraded.read_sync(repo.jobs_to_reconcile)
+    assert [job.job_id for job in holding] == ["old-run"]  # still holds its GPU until it is seen to end
+    assert holding[0].holding and holding[0].launched_at is None and holding[0].memory_request == 0
+    upgraded.close()
