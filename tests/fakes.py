@@ -37,6 +37,8 @@ class FakeExecutor(Executor):
         self.launches: list[str] = []  # every launch call, repeats included
         self.stops: list[str] = []
         self.ran_code: set[str] = set()  # jobs whose code started (what a user would see run)
+        self.double_bookings: list[str] = []  # checked by the harness when it closes
+        self.tombstones: set[str] = set()  # stopped jobs: a launch that comes later never runs them
         self.observe_calls = 0
 
     async def start(self) -> None:
@@ -56,12 +58,16 @@ class FakeExecutor(Executor):
     def _check_no_double_booking(self) -> None:
         for device in self.devices:
             if len(self.live_on(device.index)) > 1:
-                raise GpuDoubleBooked(f"GPU {device.index} runs {self.live_on(device.index)}")
+                self.double_bookings.append(f"GPU {device.index} runs {self.live_on(device.index)}")
+                raise GpuDoubleBooked(self.double_bookings[-1])
 
     async def launch(self, job: JobRecord) -> None:
         self.launches.append(job.job_id)
         if job.job_id in self.world:
             return  # adopt: never twice
+        if job.job_id in self.tombstones:  # stopped before it could start: it never will
+            self.world[job.job_id] = Observation(Phase.ENDED, JobStatus.CANCELLED, reason="Cancelled")
+            return
         self.gpus_of[job.job_id] = job.gpus
         self.world[job.job_id] = Observation(Phase.RUNNING, started_at=datetime.now(timezone.utc))
         self.ran_code.add(job.job_id)
@@ -73,6 +79,7 @@ class FakeExecutor(Executor):
 
     async def stop(self, job: JobRecord) -> None:
         self.stops.append(job.job_id)
+        self.tombstones.add(job.job_id)
         seen = self.world.get(job.job_id)
         if seen is not None and seen.phase is not Phase.ENDED:
             self.world[job.job_id] = Observation(Phase.ENDED, JobStatus.CANCELLED, reason="Cancelled")

@@ -20,6 +20,9 @@ MAX_GPU_COUNT = 16
 MAX_ARGS = 256
 MAX_REQUIREMENTS = 64
 MAX_ENV = 128
+# Bounds far above any machine, so that numbers stay numbers (no overflow, no infinity) everywhere after.
+MAX_CPU_CORES = 1_000_000
+MAX_MEMORY_BYTES = 2**50
 
 
 class JobStatus(str, Enum):
@@ -207,6 +210,8 @@ class JobSpec(BaseModel):
             ) from None
         if cores <= 0:
             raise ValueError("cpu_limit must be more than 0")
+        if cores > MAX_CPU_CORES:
+            raise ValueError(f"cpu_limit must be at most {MAX_CPU_CORES} cores")
         return value.strip()
 
     @field_validator("memory_limit")
@@ -220,6 +225,8 @@ class JobSpec(BaseModel):
             raise ValueError(f"{value!r} is not a memory quantity; use e.g. '8Gi', '512Mi' or '2G'") from None
         if size < 4 * 2**20:
             raise ValueError("memory_limit must be at least 4Mi")
+        if size > MAX_MEMORY_BYTES:
+            raise ValueError("memory_limit must be at most 1Pi")
         return value.strip()
 
     @field_validator("gpu_type")

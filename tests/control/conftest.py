@@ -138,10 +138,13 @@ def harness(tmp_path: Path, hub: FakeHub) -> Callable[..., contextlib.AbstractAs
         app = create_app(settings, executor_factory=lambda _settings: executor, run_loops=False)
         async with app.router.lifespan_context(app):
             made = Harness(app, hub)
+            # Steps are driven by hand: a failed step may be tried again on the very next pass.
+            made.rt.reconciler.step_backoff = made.rt.reconciler.max_step_backoff = 0.0
             try:
                 yield made
             finally:
                 for client in made.clients:
                     await client.aclose()
+        assert getattr(executor, "double_bookings", []) == [], "two live jobs shared a GPU"
 
     return make

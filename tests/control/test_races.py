@@ -82,14 +82,45 @@ async def test_cancel_during_launch_stops_the_job_and_frees_its_gpu_only_then(
         second = await h.submit(h.bob, **ONE_GPU)
         await h.cycle()
         assert (await h.status(second))["status"] == "queued"  # the GPU is still held by the first
+        assert executor.stops == [first]  # told before the cancel was answered
         executor.release()
         await h.rt.reconciler.settle()
-        await h.reconcile()  # the launch landed after the cancel: the reconciler stops it
-        assert executor.stops == [first]
-        await h.reconcile()  # the executor confirms it is gone: released
+        assert first not in executor.ran_code  # the launch landed after the cancel: its code never ran
+        await h.reconcile()  # the executor confirms nothing of it runs: released
         await h.step(2)
-        assert (await h.status(second))["status"] == "running"  # FakeExecutor raises on double booking
+        assert (await h.status(second))["status"] == "running"
         assert (await h.status(first))["status"] == "cancelled"
+
+
+async def test_a_cancel_between_launch_retries_stops_the_retries(harness, tmp_path: Path) -> None:
+    executor = LaunchRaises(tmp_path / "logs", OSError("disk busy"), times=1)
+    async with harness(executor) as h:
+        h.rt.reconciler.launch_retry_delays = (0.2, 0.2)
+        job = await h.submit(h.alice, **ONE_GPU)
+        await h.cycle()
+        await h.rt.reconciler.pass_once()  # the first try raises; the launcher waits to try again
+        while executor.raised == 0:
+            await asyncio.sleep(0.01)
+        assert (await h.alice.post(f"api/k8s/job/{job}/cancel")).status_code == 200
+        await h.rt.reconciler.settle()
+        await h.reconcile(2)
+        assert job not in executor.ran_code and executor.launches == [job]  # never tried again
+        assert h.rt.live.holding() == []
+
+
+async def test_a_failing_step_backs_off_instead_of_spinning(harness, tmp_path: Path) -> None:
+    executor = FakeExecutor(tmp_path / "logs")
+    async with harness(executor) as h:
+        h.rt.reconciler.step_backoff = h.rt.reconciler.max_step_backoff = 60.0
+        job = await h.submit(h.alice, **ONE_GPU)
+        await h.step(2)
+        executor.finish(job)
+        with h.store_refuses_writes():
+            await h.reconcile()  # the end's write fails
+            calls = executor.observe_calls
+            await h.reconcile(5)  # within the backoff: the job is not even looked at again
+            assert executor.observe_calls == calls
+        assert (await h.status(job))["status"] == "running"
 
 
 async def test_gpus_stay_held_until_the_executor_confirms_the_processes_are_gone(
@@ -154,14 +185,24 @@ async def test_an_end_seen_while_the_store_refuses_writes_is_recorded_once_it_ta
 async def test_a_submission_during_a_rebuild_of_the_live_index_is_not_lost(harness, tmp_path: Path) -> None:
     executor = FakeExecutor(tmp_path / "logs")
     async with harness(executor) as h:
+        published: list[str] = []
+        h.rt.store.subscribe(lambda changes: published.extend(type(c).__name__ for c in changes))
         async with h.writer_held():
             rebuild = asyncio.ensure_future(h.rt.live.refresh(h.rt.store))  # reads before the insert
             await asyncio.sleep(0.05)
-            submit = asyncio.ensure_future(h.submit(h.alice, **ONE_GPU))
+            # With a key the insert is ordinary work, done in order after the snapshot's read.
+            submit = asyncio.ensure_future(
+                h.alice.post(
+                    "api/k8s/submit-job",
+                    json={"name": "t", "script": "print(1)", **ONE_GPU},
+                    headers={"Idempotency-Key": "during-rebuild"},
+                )
+            )
             await asyncio.sleep(0.05)
         await rebuild
-        job = await submit
-        assert job in h.rt.live.queue
+        job = (await submit).json()["data"]["job_id"]
+        assert published == ["Snapshot", "JobRecord"]  # the snapshot did not see the job...
+        assert job in h.rt.live.queue  # ...and the job is still in the index built from it
         await h.step(2)
         assert (await h.status(job))["status"] == "running"
 

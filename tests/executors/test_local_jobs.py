@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,27 @@ def test_metrics_count_jobs_and_gpus(alice: Api, service) -> None:
     assert 'gpujobs_gpus_total{gpu_type="a100-80gb"} 2.0' in text
     assert 'gpujobs_jobs{state="completed"}' in text
     assert "gpujobs_submit_seconds_count" in text
+
+
+def test_a_job_cannot_make_the_service_signal_a_process_that_is_not_its_own(
+    alice: Api, service, tmp_path: Path
+) -> None:
+    # The job folder is the job's to write: a job that names another process group in started.json
+    # must not get it killed when gpujobs cleans up after the job.
+    innocent = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        jobs_dir = service.data_dir / "jobs"
+        code = (
+            "import json, os, time\n"
+            f"path = os.path.join({str(jobs_dir)!r}, os.environ['GPUJOBS_JOB_ID'], 'started.json')\n"
+            "while not (os.path.exists(path) and json.load(open(path))['pid'] == os.getpid()):\n"
+            "    time.sleep(0.01)\n"
+            f"json.dump({{'pid': {innocent.pid}, 'attempt': 1, 'at': time.time()}}, open(path, 'w'))\n"
+        )
+        job = alice.submit_ok(**script(code))
+        assert alice.wait_status(job["job_id"], "completed", "failed")["status"] == "completed"
+        wait_for(lambda: alice.status(job["job_id"])["status"] == "completed", what="the end recorded")
+        assert innocent.poll() is None, "gpujobs killed a process that was not the job's"
+    finally:
+        innocent.kill()
+        innocent.wait()

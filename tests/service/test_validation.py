@@ -23,6 +23,9 @@ CASES = [
     ({"script": "x", "bogus": 1}, "bogus", "unknown field"),
     ({"script": "x", "cpu_limit": "lots"}, "cpu_limit", "not a CPU quantity"),
     ({"script": "x", "memory_limit": "8 gigs"}, "memory_limit", "not a memory quantity"),
+    ({"script": "x", "memory_limit": "9" * 400}, "memory_limit", "at most 1Pi"),
+    ({"script": "x", "cpu_limit": "9" * 400}, "cpu_limit", "at most 1000000 cores"),
+    ({"script": "x", "cpu_limit": "64"}, "cpu_limit", "more than any node has: at most 16 cores"),
     ({"script": "x", "gpu_count": 99}, "gpu_count", "less than or equal to 16"),
     ({"script": "x", "gpu_count": 3, "gpu_type": "a100"}, "gpu_count", "at most 2 a100"),
     (

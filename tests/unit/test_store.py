@@ -196,5 +196,5 @@ def test_the_upgrade_keeps_the_gpus_of_jobs_admitted_before_it(tmp_path: Path) -
     upgraded = Store(url)
     holding = upgraded.read_sync(repo.jobs_to_reconcile)
     assert [job.job_id for job in holding] == ["old-run"]  # still holds its GPU until it is seen to end
-    assert holding[0].holding and holding[0].launched_at is None and holding[0].memory_request == 0
+    assert holding[0].holding and holding[0].launched_at is not None and holding[0].memory_request == 0
     upgraded.close()

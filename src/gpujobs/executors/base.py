@@ -78,6 +78,10 @@ class Observation:
     attempts: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # For ENDED: whether nothing of the job runs any more.  False while its processes are still being
+    # stopped (a Kubernetes Job past its deadline whose pod is still terminating): the end is recorded,
+    # and its GPUs stay held until a later observation finds nothing left.
+    settled: bool = True
 
     @classmethod
     def lost(cls, message: str) -> Observation:
@@ -144,8 +148,9 @@ class Executor(abc.ABC):
     async def stop(self, job: JobRecord) -> None:
         """Make every process of the job end: a graceful signal first, a kill once the grace period is
         over.  Called on every pass until ``observe`` says the job ended or is absent, so it must be
-        cheap to repeat and escalate by itself.  Safe for a job that never started or already ended.
-        May raise: the reconciler calls it again next pass."""
+        cheap to repeat and escalate by itself.  Safe for a job that never started or already ended,
+        and for one whose ``launch`` is still in flight: a job stopped before its code started must
+        never start it.  May raise: the reconciler calls it again next pass."""
 
     async def collect(self, job: JobRecord) -> None:  # noqa: B027 - most executors keep nothing extra
         """Called once an end is observed, before it is recorded: keep what must outlive the job (its

@@ -34,7 +34,6 @@ from ..quantities import parse_cpu, parse_memory
 from ..store.records import JobRecord
 from .base import ABSENT, STARTING, Executor, LaunchError, Observation, Phase
 from .gpus import discover_nvml, simulated_devices
-from .runner import process_start_time
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +97,40 @@ def _observation_from_result(result: dict[str, Any], started: dict[str, Any] | N
     )
 
 
-def _group_alive(pgid: int) -> bool:
+def _job_group(job_id: str, pgid: object) -> int | None:
+    """``pgid`` if it is a live process group of this job's processes, else None.
+
+    The job folder belongs to the job's user, who could write any number into started.json: before the
+    service (root, maybe) signals a group, one of its processes must carry this job's id in its
+    environment, which only the job's own processes do (no other user's job, not the service)."""
+    if not isinstance(pgid, int) or pgid <= 1:
+        return None
+    marker = f"GPUJOBS_JOB_ID={job_id}".encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                data = handle.read()
+            if int(data[data.rfind(b")") + 2 :].split()[2]) != pgid:
+                continue
+            with open(f"/proc/{entry.name}/environ", "rb") as handle:
+                if marker in handle.read().split(b"\0"):
+                    return pgid
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def _is_runner_of(pid: int, job_dir: Path) -> bool:
+    """Whether ``pid`` is a runner working in ``job_dir`` (runner.json is the user's to write too)."""
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return cwd == os.path.realpath(job_dir) and str(RUNNER).encode() in argv
 
 
 def _signal(kind: str, pid: int, signum: signal.Signals) -> None:
@@ -293,8 +318,8 @@ class LocalExecutor(Executor):
         not be started, so its presence means "a runner has it or had it"."""
         job_dir = self._job_dir(job.job_id)
         launch_file = job_dir / "launch.json"
-        if launch_file.exists():
-            return
+        if launch_file.exists() or (job_dir / "cancel").exists():
+            return  # handed over before, or stopped before it could be: never start it (again)
         job_dir.mkdir(parents=True, exist_ok=True)
         try:
             plan = self._launch_plan(job, job_dir)
@@ -377,7 +402,8 @@ class LocalExecutor(Executor):
         info = _read_json(job_dir / "runner.json")
         if info is None:
             return None
-        return process_start_time(info["pid"]) == info["start_time"]
+        pid = info.get("pid")
+        return isinstance(pid, int) and _is_runner_of(pid, job_dir)
 
     def _observe(self, job_id: str) -> Observation:
         job_dir = self._job_dir(job_id)
@@ -416,8 +442,9 @@ class LocalExecutor(Executor):
 
     def _kill_leftovers(self, job_id: str) -> None:
         started = _read_json(self._job_dir(job_id) / "started.json")
-        if started is not None and _group_alive(started["pid"]):
-            _signal("group", started["pid"], signal.SIGKILL)
+        group = _job_group(job_id, started.get("pid")) if started else None
+        if group is not None:
+            _signal("group", group, signal.SIGKILL)
         self._forget(job_id)
 
     # --- stopping -------------------------------------------------------------------------------
@@ -441,15 +468,18 @@ class LocalExecutor(Executor):
             _signal("pid", runner, signum)
         started = _read_json(job_dir / "started.json")
         if started is not None and (runner is None or overdue):
-            _signal("group", started["pid"], signum)  # no runner to do it: do it ourselves
+            group = _job_group(job_id, started.get("pid"))
+            if group is not None:  # no runner to do it: do it ourselves
+                _signal("group", group, signum)
 
     def _runner_pid(self, job_id: str, job_dir: Path) -> int | None:
         process = self._runners.get(job_id)
         if process is not None:
             return process.pid if process.poll() is None else None
         info = _read_json(job_dir / "runner.json")
-        if info is not None and process_start_time(info["pid"]) == info["start_time"]:
-            return int(info["pid"])
+        pid = info.get("pid") if info else None
+        if isinstance(pid, int) and _is_runner_of(pid, job_dir):
+            return pid
         return None
 
     async def close(self) -> None:

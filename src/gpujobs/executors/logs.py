@@ -54,11 +54,6 @@ def read_tail_info(path: Path, lines: int | None) -> Tail:
     return _tail_of(window, lines)
 
 
-async def read_tail_async(path: Path, lines: int | None) -> str:
-    """``read_tail`` in a worker thread, so the event loop never waits on the disk."""
-    return await asyncio.to_thread(read_tail, path, lines)
-
-
 async def read_tail_info_async(path: Path, lines: int | None) -> Tail:
     """``read_tail_info`` in a worker thread, so the event loop never waits on the disk."""
     return await asyncio.to_thread(read_tail_info, path, lines)
@@ -182,6 +177,9 @@ async def follow_file(
             if newline:
                 yield complete + newline
                 pending = rest
+            elif len(pending) >= CHUNK:  # output without newlines (a progress bar): pass it on anyway
+                yield pending
+                pending = b""
             continue  # there may be more right away
         if finished:
             if pending:

@@ -74,7 +74,9 @@ def cancelling(
             )
         # Not yet handed over: the launcher's own compare-and-set (mark_launched) will now fail, so
         # nothing of the job can start.
-        handed_over = current is not None and current.launched_at is not None
+        handed_over = current is not None and (
+            current.launched_at is not None or current.status is JobStatus.RUNNING
+        )
         return ending(
             job_id,
             JobStatus.CANCELLED,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 # Pauses between tries of a launch that raised something other than LaunchError (a passing fault);
 # after the last one the job fails as LaunchFailed with the error's message.
 LAUNCH_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+# A step that failed is tried again after 0.1 s, then twice as long each time, at most 2 s apart: an end
+# held back by a store outage is recorded within 2 s of the store taking writes again.
+STEP_BACKOFF = 0.1
+MAX_STEP_BACKOFF = 2.0
 
 
 def _now() -> datetime:
@@ -62,9 +67,13 @@ class Reconciler:
         self.observe_problem: str | None = None
         self._busy: dict[str, asyncio.Task[bool]] = {}
         self._last_error: dict[str, str] = {}
+        # job id → (failed steps in a row, when to try again): a failing step backs off per job (a store
+        # outage must not turn into a busy loop, nor a Kubernetes log download every pass).
+        self._retry_at: dict[str, tuple[int, float]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.launch_retry_delays = LAUNCH_RETRY_DELAYS
+        self.step_backoff, self.max_step_backoff = STEP_BACKOFF, MAX_STEP_BACKOFF
 
     def wake(self) -> None:
         self._wake.set()
@@ -96,8 +105,15 @@ class Reconciler:
         """Look at every job that holds resources and is not busy; start one step for each that needs
         one.  Returns without waiting for the steps (``settle`` waits, for tests)."""
         self.passes += 1
-        jobs = [job for job in self.live.holding() if job.job_id not in self._busy]
+        now = time.monotonic()
+        jobs = [
+            job
+            for job in self.live.holding()
+            if job.job_id not in self._busy and self._retry_at.get(job.job_id, (0, 0.0))[1] <= now
+        ]
+        self._forget_gone()
         if not jobs:
+            self.observe_problem = None if not self.live.holding() else self.observe_problem
             return
         try:
             seen = await self.executor.observe(jobs)
@@ -106,9 +122,14 @@ class Reconciler:
             self.observe_problem = f"{exc.__class__.__name__}: {exc}"
             log.warning("the executor could not observe its jobs: %s", self.observe_problem)
             seen = {}
-        for job in jobs:
+        for looked_at in jobs:
+            # The record as it is now: the store may have moved on while the executor was asked (a
+            # cancel, say); every step is a compare-and-set anyway, this only spares wasted ones.
+            job = self.live.get(looked_at.job_id)
+            if job is None or job.job_id in self._busy:
+                continue
             step = decide(job, seen.get(job.job_id))
-            if step.action is not Action.NOTHING and job.job_id not in self._busy:
+            if step.action is not Action.NOTHING:
                 self._start(job, step)
 
     async def settle(self) -> None:
@@ -156,9 +177,19 @@ class Reconciler:
             log.debug("job %s: %s skipped: %s", job.job_id, step.action.value, exc)
         except Exception as exc:
             self._complain(job, step, exc)
+            failures = self._retry_at.get(job.job_id, (0, 0.0))[0] + 1
+            delay = min(self.max_step_backoff, self.step_backoff * 2 ** (failures - 1))
+            self._retry_at[job.job_id] = (failures, time.monotonic() + delay)
             return False
         self._last_error.pop(job.job_id, None)
+        self._retry_at.pop(job.job_id, None)
         return True
+
+    def _forget_gone(self) -> None:
+        """Drop what is kept about jobs that no longer hold anything."""
+        for kept in (self._last_error, self._retry_at):
+            for job_id in [job_id for job_id in kept if self.live.get(job_id) is None]:
+                del kept[job_id]
 
     def _complain(self, job: JobRecord, step: Step, exc: Exception) -> None:
         text = exc.message if isinstance(exc, GpujobsError) else f"{exc.__class__.__name__}: {exc}"
@@ -190,6 +221,9 @@ class Reconciler:
                 if delay is None:
                     break
                 await asyncio.sleep(delay)
+                current = self.live.get(job.job_id)
+                if current is None or current.status is not JobStatus.PENDING:
+                    return  # cancelled meanwhile: never start it now (the next pass stops what is left)
         log.warning("job %s could not be launched: %s", job.job_id, failure)
         await self._end(
             job,
@@ -223,6 +257,8 @@ class Reconciler:
             fields["attempts"] = seen.attempts
         if job.started_at is None and seen.started_at is not None:
             fields["started_at"] = seen.started_at
+        # Processes that are still going keep the GPUs until a later pass finds them gone (release).
+        fields["holding"] = not seen.settled
         await self._end(job, seen.status, only_from=(JobStatus.PENDING, JobStatus.RUNNING), **fields)
 
     async def _end(self, job: JobRecord, to: JobStatus, **fields: object) -> None:

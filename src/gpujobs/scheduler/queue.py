@@ -1,9 +1,7 @@
-"""The queue in memory: what scheduling needs of each queued job, kept in step with the store.
+"""The queue in memory: what scheduling needs of each queued job, in submission order.
 
-The store stays the truth (admissions still go through its transition guard); this index spares each
-cycle a read of every queued row.  Every change of a queued job happens in this process (submit,
-admission, cancel, requeue), and each updates the index; ``load`` rebuilds it from the store at start
-and from time to time, so even a missed update heals itself.
+The store stays the truth; this index spares each cycle a read of every queued row.  It is part of the
+live index (``store/live.py``), which changes it only as the store's commits say, in commit order.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 MAX_PAGE = 500
 ALL_USERS = "*"
 MAX_IDEMPOTENCY_KEY = 255
+STOP_NOW_SECONDS = 2.0  # how long a cancel waits for the executor's first stop before answering
 
 
 def new_job_id() -> str:
@@ -235,7 +236,17 @@ class JobService:
             cancelling(job_id, user.name, inventory, self.settings.gpu_hour_costs)
         )
         remember_usage(self.scheduler.usage, change)
-        if change.after.holding:
+        if change.after.holding and not change.before.status.is_terminal():
+            await self._stop_now(change.after)
             self.on_cancel()
         self.scheduler.wake()
         return change.after
+
+    async def _stop_now(self, job: JobRecord) -> None:
+        """Tell the executor before answering, so that a launch in flight never starts the job's code
+        (the local executor leaves a tombstone its runner checks).  Best effort: the reconciler asks
+        again on every pass until the executor confirms the job is gone."""
+        try:
+            await asyncio.wait_for(self.executor.stop(job), timeout=STOP_NOW_SECONDS)
+        except Exception as exc:  # recorded already; the reconciler carries it out
+            log.info("job %s: the stop on cancel did not finish (%s); retried", job.job_id, exc)

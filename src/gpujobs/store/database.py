@@ -158,7 +158,6 @@ def _resolve(outcome: _Outcome) -> None:
 class _Writer:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
-        self.generation = 0  # committed batches so far: a reader that saw the same number saw the same data
         self.listeners: list[tuple[asyncio.AbstractEventLoop, Listener]] = []
         # Why the last batch could not be committed (None once one has been): health reports it.
         self.failure: str | None = None
@@ -216,13 +215,15 @@ class _Writer:
                             exc = _unavailable(exc)
                         outcomes.append((future, None, exc))
         except Exception as exc:  # the commit itself failed: nothing in the batch is stored
-            self.failure = f"{exc.__class__.__name__}: {_first_line(exc)}"
-            log.warning("the job database refused a write: %s", self.failure)
-            failure = _unavailable(exc)
-            _settle([(waiter, None, failure) for _work, waiter in batch])
+            failure = f"{exc.__class__.__name__}: {_first_line(exc)}"
+            if failure != self.failure:  # once per outage, not once per batch
+                log.warning("the job database refuses writes: %s", failure)
+            self.failure = failure
+            _settle([(waiter, None, _unavailable(exc)) for _work, waiter in batch])
             return
+        if self.failure and not refused:
+            log.warning("the job database takes writes again")
         self.failure = refused
-        self.generation += 1
         _settle(outcomes, changes, self.listeners)
 
     @staticmethod
@@ -292,11 +293,6 @@ class Store:
     def write_failure(self) -> str | None:
         """Why the last write batch failed, or None when the last one was committed."""
         return self._writer.failure
-
-    @property
-    def generation(self) -> int:
-        """Changes after every write this store commits (it is the only writer of its database)."""
-        return self._writer.generation
 
     async def read(self, work: Callable[[Session], T]) -> T:
         return await asyncio.to_thread(self.read_sync, work)

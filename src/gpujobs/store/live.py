@@ -34,8 +34,6 @@ class LiveJobs:
         self.queue = QueueIndex()
         self._holding: dict[str, JobRecord] = {}
         self._sorted: list[JobRecord] | None = []
-        self.version = 0  # bumped by every change: readers may cache what they derive from it
-        self.loaded = False
 
     async def attach(self, store: Store) -> None:
         """Listen to the store's commits, then load (in the writer's order)."""
@@ -52,11 +50,9 @@ class LiveJobs:
                     queued, holding = change.value
                     self.queue.load(queued)
                     self._holding = {job.job_id: job for job in holding}
-                    self.loaded = True
                 continue
             self._apply_job(change)
         self._sorted = None
-        self.version += 1
 
     def _apply_job(self, job: JobRecord) -> None:
         if job.status is JobStatus.QUEUED:

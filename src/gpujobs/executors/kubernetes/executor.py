@@ -57,6 +57,8 @@ from .slugs import job_name, namespace_for
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
 CREATE_ATTEMPTS = 4
+PASSING = (429, 500, 502, 503, 504)  # API answers worth trying again
+LOST_AFTER_SECONDS = 5.0  # how long a job's Job must be missing from the watched cache to be gone
 # A stopped job's Job is deleted again if its pods are still there after this long (a lost request).
 DELETE_AGAIN_SECONDS = 10.0
 LIST_PAGE = 500  # objects per list call: a 100,000-pod cluster is read in pages, as kubectl does
@@ -127,6 +129,9 @@ class KubernetesExecutor(Executor):
         self._namespaces_made: set[str] = set()
         self._deleted: dict[str, float] = {}  # job id → when its Job was last deleted (stop)
         self._launched_here: set[str] = set()  # jobs this process created (their logs start empty)
+        self._stop_asked: set[str] = set()  # jobs a stop was asked for (a launch in flight checks)
+        self._collected: set[str] = set()  # jobs whose logs were archived: never followed again
+        self._missing_since: dict[str, float] = {}  # job id → when its Job was first missing
         self._watch_trouble: dict[str, str] = {}  # kind → why its watch is down
 
     def namespace_of(self, username: str) -> str:
@@ -260,6 +265,8 @@ class KubernetesExecutor(Executor):
             created = await self._create_job(manifest)
             self.cache.job_event("ADDED", created)  # the watch will say so too, a moment later
         except ApiError as exc:
+            if exc.status.code in PASSING:
+                raise  # the reconciler tries again, with backoff (a repeat adopts what landed)
             if exc.status.code != 409:
                 raise LaunchError(f"the cluster refused the Job: {exc.status.message}") from exc
             # Already made (a create whose answer was lost): adopt it, once the watch shows it is ours.
@@ -274,6 +281,8 @@ class KubernetesExecutor(Executor):
             except ApiError as exc:
                 if exc.status.code != 409:  # 409: made by an earlier try of this launch
                     raise  # passing: the launch is tried again, and adopts the Job it made
+        if job.job_id in self._stop_asked:  # stopped while this launch was in flight: never let it run
+            await self._delete(job.job_id, namespace)
 
     async def _create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create the Job, trying again when the API server has a passing problem (5xx, 429, a dropped
@@ -283,11 +292,11 @@ class KubernetesExecutor(Executor):
             try:
                 return (await self.client.create(codecs.from_dict(manifest))).to_dict()
             except ApiError as exc:
-                if exc.status.code not in (429, 500, 502, 503, 504) or attempt == CREATE_ATTEMPTS - 1:
+                if exc.status.code not in PASSING or attempt == CREATE_ATTEMPTS - 1:
                     raise
-            except httpx.TransportError as exc:
+            except httpx.TransportError:
                 if attempt == CREATE_ATTEMPTS - 1:
-                    raise LaunchError(f"the cluster's API server did not answer: {exc}") from exc
+                    raise  # the create may have landed: passing, and a repeat adopts it
             await asyncio.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 
@@ -309,49 +318,65 @@ class KubernetesExecutor(Executor):
     def _observe(self, job: JobRecord) -> Observation:
         pods = self.cache.pods_of(job.job_id)
         kube_job = self.cache.job(job.job_id)
+        # Pods that have not ended hold their node's GPUs, whatever the Job says (a Job is Failed at
+        # its deadline while its pod is still being killed; a deleted Job's pods take time to go).
         live = [p for p in pods if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
+        if job.status.is_terminal():  # ended in the store: only whether anything still runs matters
+            return Observation(Phase.RUNNING) if live else ABSENT
         if kube_job is None:
-            if live:  # deleted (a cancel), but its pods are still stopping: they hold the GPUs
+            self._stop_following(job.job_id)
+            if live:
                 return Observation(Phase.RUNNING)
-            if job.status.is_terminal():
-                return ABSENT
+            # The watch may lag behind a Job just made, or a relist may briefly miss it: only a Job
+            # missing for a while is gone.
+            now = asyncio.get_running_loop().time()
+            if now - self._missing_since.setdefault(job.job_id, now) < LOST_AFTER_SECONDS:
+                return STARTING
             return Observation.lost("its Kubernetes Job was deleted outside gpujobs")
+        self._missing_since.pop(job.job_id, None)
         started = any(p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed") for p in pods)
-        if started and job.job_id not in self._followers and not job.status.is_terminal():
+        if started and job.job_id not in self._followers and job.job_id not in self._collected:
             if job.job_id not in self._launched_here:
                 # Launched before a restart: the follower writes the pods' whole output again.
                 self.log_path(job.job_id).unlink(missing_ok=True)
-            self._followers[job.job_id] = asyncio.create_task(self._follow_logs(job.job_id))
-        hopeless = _hopeless_wait(pods)
-        if hopeless is not None:
-            return Observation(
-                Phase.ENDED, JobStatus.FAILED, reason=hopeless[0], message=hopeless[1], attempts=len(pods)
-            )
-        conditions = {
-            c["type"]: c
-            for c in kube_job.get("status", {}).get("conditions", []) or []
-            if c.get("status") == "True"
-        }
-        if "Complete" in conditions:
-            return Observation(Phase.ENDED, JobStatus.COMPLETED, exit_code=0, attempts=len(pods))
-        if "Failed" in conditions:
-            reason, message, code = job_failure(conditions["Failed"], pods)
-            return Observation(
-                Phase.ENDED,
-                JobStatus.FAILED,
-                reason=reason,
-                message=message,
-                exit_code=code,
-                attempts=len(pods),
-            )
+            self._follow(job.job_id)
+        outcome = _outcome(kube_job, pods)
+        if outcome is not None:
+            return dataclasses.replace(outcome, settled=not live)
         if started:
             return Observation(Phase.RUNNING, message=_retry_message(pods), attempts=len(pods))
         why_waiting = _waiting_message(pods)
         return Observation(Phase.STARTING, message=why_waiting) if why_waiting else STARTING
 
+    def _follow(self, job_id: str) -> None:
+        follower = asyncio.create_task(self._follow_logs(job_id), name=f"gpujobs-logs-{job_id}")
+        self._followers[job_id] = follower
+
+        def done(task: asyncio.Task[None]) -> None:
+            if self._followers.get(job_id) is task:  # it failed: the next observation starts another
+                del self._followers[job_id]
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("following the logs of %s failed: %s", job_id, task.exception())
+
+        follower.add_done_callback(done)
+
+    def _stop_following(self, job_id: str) -> None:
+        follower = self._followers.pop(job_id, None)
+        if follower is not None:
+            follower.cancel()
+
+    def _forget(self, job_id: str) -> None:
+        """Nothing of the job is left: drop what this executor kept about it."""
+        self._stop_following(job_id)
+        for kept in (self._launched_here, self._stop_asked, self._collected):
+            kept.discard(job_id)
+        self._deleted.pop(job_id, None)
+        self._missing_since.pop(job_id, None)
+
     async def collect(self, job: JobRecord) -> None:
         """Before an end is recorded: the log file gets every attempt's whole output, and a Job that will
         not end by itself (a hopeless wait) is deleted."""
+        self._collected.add(job.job_id)  # no new follower: the archive below has the whole output
         follower = self._followers.pop(job.job_id, None)
         if follower is not None:
             follower.cancel()
@@ -362,7 +387,8 @@ class KubernetesExecutor(Executor):
         await self._archive_logs(job.job_id, namespace)
         if kube_job is not None and not _finished(kube_job):
             await self._delete(job.job_id, namespace)
-        self._deleted.pop(job.job_id, None)
+        if job.status.is_terminal():  # a release: nothing of it is left to watch
+            self._forget(job.job_id)
 
     def _namespace_of_job(self, job: JobRecord) -> str:
         kube_job = self.cache.job(job.job_id)
@@ -427,6 +453,7 @@ class KubernetesExecutor(Executor):
     async def stop(self, job: JobRecord) -> None:
         """Delete the Job (its pods get SIGTERM, then SIGKILL after their grace period); asked again on
         every pass until the pods are gone, but sent again only now and then."""
+        self._stop_asked.add(job.job_id)
         now = asyncio.get_running_loop().time()
         last = self._deleted.get(job.job_id)
         if last is not None and now - last < DELETE_AGAIN_SECONDS:
@@ -485,6 +512,28 @@ def _complete_log(path: Path, whole: str) -> None:
         partial = path.with_suffix(".partial")
         partial.write_text(whole, encoding="utf-8")
         partial.replace(path)
+
+
+def _outcome(kube_job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Observation | None:
+    """How the Job ended (or that its pods wait for something that will not come), or None."""
+    hopeless = _hopeless_wait(pods)
+    if hopeless is not None:
+        return Observation(
+            Phase.ENDED, JobStatus.FAILED, reason=hopeless[0], message=hopeless[1], attempts=len(pods)
+        )
+    conditions = {
+        c["type"]: c
+        for c in kube_job.get("status", {}).get("conditions", []) or []
+        if c.get("status") == "True"
+    }
+    if "Complete" in conditions:
+        return Observation(Phase.ENDED, JobStatus.COMPLETED, exit_code=0, attempts=len(pods))
+    if "Failed" in conditions:
+        reason, message, code = job_failure(conditions["Failed"], pods)
+        return Observation(
+            Phase.ENDED, JobStatus.FAILED, reason=reason, message=message, exit_code=code, attempts=len(pods)
+        )
+    return None
 
 
 def _finished(kube_job: Mapping[str, Any]) -> bool:

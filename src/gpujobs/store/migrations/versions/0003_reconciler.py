@@ -19,9 +19,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("holding", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch.add_column(sa.Column("launched_at", sa.DateTime()))
         batch.add_column(sa.Column("memory_request", sa.Float(), nullable=False, server_default="0"))
-    # Jobs admitted before this migration hold what they were given until the executor says otherwise.
+    # Jobs admitted before this migration hold what they were given until the executor says otherwise,
+    # and were handed to the executor already (a cancel must stop them; a relaunch adopts them).
     op.execute(
-        sa.text("UPDATE jobs SET holding = :yes WHERE status IN ('pending', 'running')").bindparams(yes=True)
+        sa.text(
+            "UPDATE jobs SET holding = :yes, launched_at = COALESCE(admitted_at, created_at)"
+            " WHERE status IN ('pending', 'running')"
+        ).bindparams(yes=True)
     )
     op.create_index("ix_jobs_holding", "jobs", ["holding"])
     op.create_table(
