@@ -168,6 +168,19 @@ class StopTakesTime(FakeExecutor):
         self.world[job_id] = Observation(Phase.ENDED, JobStatus.CANCELLED, reason="Cancelled")
 
 
+class EndEventLost(FakeExecutor):
+    """Reports a job's end once and then forgets the job (an executor that kept its outcome only in
+    memory, or a cluster that cleaned up the Job): the end must be recorded the first time, or the job
+    must at least not stay running for ever."""
+
+    async def observe(self, jobs: Sequence[JobRecord]) -> dict[str, Observation]:
+        seen = await super().observe(jobs)
+        for job_id, observation in seen.items():
+            if observation.phase is Phase.ENDED:
+                self.world.pop(job_id, None)  # told once
+        return seen
+
+
 class ObserveFailsFor(FakeExecutor):
     """Cannot say anything about the jobs in ``broken`` (their files unreadable, say): they are left out
     of ``observe``'s answer, while every other job is answered."""
@@ -183,6 +196,7 @@ class ObserveFailsFor(FakeExecutor):
 
 __all__ = [
     "STARTING",
+    "EndEventLost",
     "FailingLaunch",
     "FakeExecutor",
     "GpuDoubleBooked",

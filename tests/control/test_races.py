@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 
 from fakes import (
+    EndEventLost,
     FailingLaunch,
     FakeExecutor,
     LaunchRaises,
@@ -307,3 +308,23 @@ async def test_a_running_job_the_executor_forgot_is_lost_not_running_forever(har
         view = await h.status(job)
         assert (view["status"], view["reason"]) == ("failed", "Lost")
         assert h.rt.live.holding() == []
+
+
+async def test_an_end_reported_once_during_a_store_outage_never_leaves_the_job_running(
+    harness, tmp_path: Path
+) -> None:
+    executor = EndEventLost(tmp_path / "logs")
+    async with harness(executor) as h:
+        job = await h.submit(h.alice, **ONE_GPU)
+        waiting = await h.submit(h.bob, **ONE_GPU)
+        await h.step(2)
+        executor.finish(job)
+        with h.store_refuses_writes():
+            await h.reconcile()  # the end is seen once; its write fails; the executor forgets it
+        await h.reconcile()
+        view = await h.status(job)
+        # Its outcome is gone with the executor's memory, but the job is not left running, and its GPU
+        # goes to the next job.
+        assert (view["status"], view["reason"]) == ("failed", "Lost")
+        await h.step(2)
+        assert (await h.status(waiting))["status"] == "running"

@@ -119,8 +119,10 @@ class Reconciler:
             seen = await self.executor.observe(jobs)
             self.observe_problem = None
         except Exception as exc:  # decide without observations: only launches proceed
-            self.observe_problem = f"{exc.__class__.__name__}: {exc}"
-            log.warning("the executor could not observe its jobs: %s", self.observe_problem)
+            problem = f"{exc.__class__.__name__}: {exc}"
+            if problem != self.observe_problem:  # once, not every pass
+                log.warning("the executor could not observe its jobs: %s", problem)
+            self.observe_problem = problem
             seen = {}
         for looked_at in jobs:
             # The record as it is now: the store may have moved on while the executor was asked (a
