@@ -105,6 +105,12 @@ def _job_group(job_id: str, pgid: object) -> int | None:
     environment, which only the job's own processes do (no other user's job, not the service)."""
     if not isinstance(pgid, int) or pgid <= 1:
         return None
+    try:
+        os.killpg(pgid, 0)  # the usual case at a job's end: no such group, nothing to look through
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
     marker = f"GPUJOBS_JOB_ID={job_id}".encode()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
