@@ -2,39 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+import builders
 from gpujobs.admission import check_spec
 from gpujobs.config import Settings
 from gpujobs.errors import InvalidSpec
 from gpujobs.fit import Shape, never_fits, node_fits, why_never_fits
-from gpujobs.inventory import Device, Inventory, Node
+from gpujobs.inventory import Inventory, Node
 from gpujobs.models import JobSpec
 from gpujobs.scheduler.policy import Request, Snapshot, decide
 
-GI = 2**30
-
-
-def node(
-    name: str,
-    *types: str,
-    cpu: float = 16,
-    memory: float = 0,
-    ready: bool = True,
-    schedulable: bool = True,
-) -> Node:
-    devices = tuple(Device(index=str(i), gpu_type=t, product=t.upper()) for i, t in enumerate(types))
-    return Node(
-        name=name,
-        devices=devices,
-        cpu_cores=cpu,
-        memory_bytes=memory,
-        ready=ready,
-        schedulable=schedulable,
-    )
+GI = builders.GI
+# Nodes here have 16 cores unless a test says otherwise.
+node = functools.partial(builders.node, cpu=16)
 
 
 # --- one node ---------------------------------------------------------------------------------------

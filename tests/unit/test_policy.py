@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-from gpujobs.inventory import Device, Node
+import builders
 from gpujobs.scheduler.policy import PolicyConfig, Pool, Quota, Request, Running, Snapshot, decide
 
 HOUR = 3600.0
 
 
-GI = 2**30
-
-
-def node(
-    name: str,
-    *types: str,
-    cpu: float = 64,
-    memory: float = 0,
-    ready: bool = True,
-    schedulable: bool = True,
-) -> Node:
-    devices = tuple(Device(index=str(i), gpu_type=t, product=t.upper()) for i, t in enumerate(types))
-    return Node(
-        name=name,
-        devices=devices,
-        cpu_cores=cpu,
-        memory_bytes=memory,
-        ready=ready,
-        schedulable=schedulable,
-    )
+GI = builders.GI
+node = builders.node
 
 
 def job(

@@ -34,6 +34,7 @@ from ..quantities import parse_cpu, parse_memory
 from ..store.records import JobRecord
 from .base import ABSENT, STARTING, Executor, LaunchError, Observation, Phase
 from .gpus import discover_nvml, simulated_devices
+from .runner import group_members
 
 log = logging.getLogger(__name__)
 
@@ -112,18 +113,12 @@ def _job_group(job_id: str, pgid: object) -> int | None:
     except PermissionError:
         pass
     marker = f"GPUJOBS_JOB_ID={job_id}".encode()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid, _fields in group_members(pgid):
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                data = handle.read()
-            if int(data[data.rfind(b")") + 2 :].split()[2]) != pgid:
-                continue
-            with open(f"/proc/{entry.name}/environ", "rb") as handle:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
                 if marker in handle.read().split(b"\0"):
                     return pgid
-        except (OSError, ValueError, IndexError):
+        except OSError:
             continue
     return None
 

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -43,9 +44,8 @@ def process_start_time(pid: int) -> int | None:
     return int(data[data.rfind(b")") + 2 :].split()[19])
 
 
-def group_rss_bytes(pgid: int) -> int:
-    """Resident memory of every process in a process group (the job and what it started)."""
-    total = 0
+def group_members(pgid: int) -> Iterator[tuple[str, list[bytes]]]:
+    """(pid, the fields of /proc/PID/stat after the name) of every process in a process group."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -56,8 +56,12 @@ def group_rss_bytes(pgid: int) -> int:
             continue
         fields = data[data.rfind(b")") + 2 :].split()
         if int(fields[2]) == pgid:
-            total += int(fields[21]) * PAGE
-    return total
+            yield entry.name, fields
+
+
+def group_rss_bytes(pgid: int) -> int:
+    """Resident memory of every process in a process group (the job and what it started)."""
+    return sum(int(fields[21]) * PAGE for _pid, fields in group_members(pgid))
 
 
 def write_json(path: str, content: dict[str, Any]) -> None:
