@@ -71,3 +71,45 @@ async def test_health_reports_an_executor_that_cannot_observe(harness, tmp_path:
         health = (await h.alice.get("healthz")).json()["data"]
         assert health["status"] == "degraded"
         assert "cannot reach its jobs (ConnectionError: connection refused)" in health["problems"][0]
+
+
+async def test_health_says_so_while_a_write_hangs(harness, tmp_path: Path) -> None:
+    async with harness(FakeExecutor(tmp_path / "logs")) as h:
+        async with h.writer_held():  # as if another process held the database locked
+            for _ in range(200):
+                health = (await h.alice.get("healthz")).json()["data"]
+                if health["status"] == "degraded":
+                    break
+                await asyncio.sleep(0.05)
+            assert "has not finished a write" in health["problems"][0]
+        assert (await h.alice.get("healthz")).json()["data"]["status"] == "ok"
+
+
+async def test_odd_queries_are_refused_with_the_field_named(harness, tmp_path: Path) -> None:
+    async with harness(FakeExecutor(tmp_path / "logs")) as h:
+        for path, params, field in (
+            ("api/k8s/jobs", {"cursor": "²"}, "cursor"),
+            ("api/k8s/jobs", {"cursor": "9" * 23}, "cursor"),
+            ("api/k8s/usage", {"to": "0001-01-01T00:00:00"}, "to"),
+            (
+                "api/k8s/usage",
+                {"from": "9999-12-31T00:00:00-14:00", "to": "9999-12-31T23:59:59-14:00"},
+                "to",
+            ),
+        ):
+            answer = await h.alice.get(path, params=params)
+            assert answer.status_code == 422, (params, answer.text)
+            assert answer.json()["data"]["field"] == field
+
+
+async def test_a_key_that_is_not_ascii_is_a_key_like_any_other(harness, tmp_path: Path) -> None:
+    async with harness(FakeExecutor(tmp_path / "logs")) as h:
+        key = "ключ-🔑".encode()  # sent as its UTF-8 bytes, as clients do
+        first = await h.alice.post("api/k8s/submit-job", json=SPEC, headers={"Idempotency-Key": key})
+        again = await h.alice.post("api/k8s/submit-job", json=SPEC, headers={"Idempotency-Key": key})
+        assert (first.status_code, again.status_code) == (201, 200)
+        # A field sent with its default value is the same submission as one that leaves it out.
+        same = await h.alice.post(
+            "api/k8s/submit-job", json={**SPEC, "args": []}, headers={"Idempotency-Key": key}
+        )
+        assert same.status_code == 200 and same.json()["data"]["job_id"] == first.json()["data"]["job_id"]

@@ -244,3 +244,53 @@ def test_a_job_cannot_make_the_service_signal_a_process_that_is_not_its_own(
     finally:
         innocent.kill()
         innocent.wait()
+
+
+ESCAPE = (
+    "import os, subprocess, sys, time\n"
+    "child = subprocess.Popen(\n"
+    "    [sys.executable, '-c', 'import time; time.sleep(300)'], start_new_session=True\n"
+    ")\n"
+    "open({pid!r}, 'w').write(str(child.pid))\n"
+    "time.sleep({then})\n"
+)
+
+
+def test_a_process_that_left_the_jobs_session_ends_with_the_job(alice: Api, tmp_path: Path) -> None:
+    # A child in a session of its own is out of the job's process group, not out of the job.
+    finished, cancelled = tmp_path / "finished.pid", tmp_path / "cancelled.pid"
+    done = alice.submit_ok(**script(ESCAPE.format(pid=str(finished), then=0), gpu_count=1, gpu_type="t4"))
+    assert alice.wait_status(done["job_id"], "completed", "failed")["status"] == "completed"
+    assert not pid_alive(int(finished.read_text()))  # gone by the time the end is recorded
+    job = alice.submit_ok(**script(ESCAPE.format(pid=str(cancelled), then=300), gpu_count=1, gpu_type="t4"))
+    wait_for(lambda: cancelled.exists() and cancelled.read_text(), what="the job to start its child")
+    alice.http.post(f"api/k8s/job/{job['job_id']}/cancel")
+    wait_for(  # the GPU is released only once every process of the job is gone
+        lambda: "being stopped" not in alice.status(job["job_id"])["message"], what="the release"
+    )
+    assert not pid_alive(int(cancelled.read_text()))
+
+
+def test_following_a_cancelled_job_shows_what_it_says_while_it_stops(alice: Api) -> None:
+    code = (
+        "import signal, sys, time\n"
+        "def bye(*_):\n"
+        "    print('saving checkpoint', flush=True)\n"
+        "    time.sleep(0.3)\n"
+        "    print('saved', flush=True)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('working', flush=True)\n"
+        "while True:\n"
+        "    time.sleep(0.05)\n"
+    )
+    job = alice.submit_ok(**script(code))
+    lines = []
+    path = f"api/k8s/job/{job['job_id']}/logs"
+    with alice.http.stream("GET", path, params={"follow": "true"}) as stream:
+        for line in stream.iter_lines():
+            lines.append(line)
+            if line == "working":
+                assert alice.http.post(f"api/k8s/job/{job['job_id']}/cancel").status_code == 200
+    # The stream ends once the job's processes are gone, not when the cancel is recorded.
+    assert lines == ["working", "saving checkpoint", "saved"]

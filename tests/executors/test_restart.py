@@ -7,6 +7,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from helpers import Api, pid_alive, script, wait_for
 
 COUNTING_JOB = (
@@ -77,3 +79,12 @@ def test_a_job_that_finished_while_the_service_was_down_gets_its_result(world, t
     restarted = world.start(data_dir=service.data_dir)
     alice = Api(restarted.client(world.hub.add_user("alice")))
     assert alice.wait_status(job["job_id"], "completed")["exit_code"] == 0
+
+
+def test_a_second_service_on_the_same_data_dir_refuses_to_start(world) -> None:
+    # Two services on one data dir would both schedule onto the same GPUs.
+    service = world.start()
+    with pytest.raises(AssertionError, match=r"another gpujobs service \(pid \d+\) is using"):
+        world.start(data_dir=service.data_dir)
+    alice = Api(service.client(world.hub.add_user("alice")))
+    assert alice.wait_status(alice.submit_ok(**script("print(1)"))["job_id"], "completed")["exit_code"] == 0

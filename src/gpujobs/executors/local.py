@@ -34,7 +34,7 @@ from ..quantities import parse_cpu, parse_memory
 from ..store.records import JobRecord
 from .base import ABSENT, STARTING, Executor, LaunchError, Observation, Phase
 from .gpus import discover_nvml, simulated_devices
-from .runner import group_members
+from .runner import kill_job_processes, signal_job_processes
 
 log = logging.getLogger(__name__)
 
@@ -98,31 +98,6 @@ def _observation_from_result(result: dict[str, Any], started: dict[str, Any] | N
     )
 
 
-def _job_group(job_id: str, pgid: object) -> int | None:
-    """``pgid`` if it is a live process group of this job's processes, else None.
-
-    The job folder belongs to the job's user, who could write any number into started.json: before the
-    service (root, maybe) signals a group, one of its processes must carry this job's id in its
-    environment, which only the job's own processes do (no other user's job, not the service)."""
-    if not isinstance(pgid, int) or pgid <= 1:
-        return None
-    try:
-        os.killpg(pgid, 0)  # the usual case at a job's end: no such group, nothing to look through
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    marker = f"GPUJOBS_JOB_ID={job_id}".encode()
-    for pid, _fields in group_members(pgid):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                if marker in handle.read().split(b"\0"):
-                    return pgid
-        except OSError:
-            continue
-    return None
-
-
 def _is_runner_of(pid: int, job_dir: Path) -> bool:
     """Whether ``pid`` is a runner working in ``job_dir`` (runner.json is the user's to write too)."""
     try:
@@ -134,12 +109,9 @@ def _is_runner_of(pid: int, job_dir: Path) -> bool:
     return cwd == os.path.realpath(job_dir) and str(RUNNER).encode() in argv
 
 
-def _signal(kind: str, pid: int, signum: signal.Signals) -> None:
+def _signal(pid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        if kind == "group":
-            os.killpg(pid, signum)
-        else:
-            os.kill(pid, signum)
+        os.kill(pid, signum)
 
 
 class LocalExecutor(Executor):
@@ -438,14 +410,13 @@ class LocalExecutor(Executor):
         self._stop_asked.pop(job_id, None)
 
     async def collect(self, job: JobRecord) -> None:
-        """A runner that vanished may have left the job's processes behind: end them."""
+        """A runner that vanished may have left the job's processes behind: end them (a runner that
+        recorded a result has ended them itself)."""
         await asyncio.to_thread(self._kill_leftovers, job.job_id)
 
     def _kill_leftovers(self, job_id: str) -> None:
-        started = _read_json(self._job_dir(job_id) / "started.json")
-        group = _job_group(job_id, started.get("pid")) if started else None
-        if group is not None:
-            _signal("group", group, signal.SIGKILL)
+        if not (self._job_dir(job_id) / "result.json").exists():
+            kill_job_processes(job_id)
         self._forget(job_id)
 
     # --- stopping -------------------------------------------------------------------------------
@@ -454,24 +425,23 @@ class LocalExecutor(Executor):
         await asyncio.to_thread(self._stop, job.job_id)
 
     def _stop(self, job_id: str) -> None:
-        """Leave a tombstone (a runner that has not yet started the code never will), ask the runner to
-        stop the job (SIGTERM: it stops the whole process group, with the grace period), and once the
-        grace period is over, kill the runner and the group outright."""
+        """Leave a tombstone (a runner that has not yet started the code never will), send the runner
+        SIGTERM (it passes it on to the job at once, and kills the job after the grace period), and
+        once the grace period is over, SIGKILL the runner and every process of the job."""
         job_dir = self._job_dir(job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         (job_dir / "cancel").touch()
         now = time.monotonic()
         first = self._stop_asked.setdefault(job_id, now)
         overdue = now - first > self.settings.kill_grace_seconds + KILL_MARGIN_SECONDS
+        if first != now and not overdue:
+            return  # asked already; the runner is stopping it within the grace period
         signum = signal.SIGKILL if overdue else signal.SIGTERM
         runner = self._runner_pid(job_id, job_dir)
-        if runner is not None and (first == now or overdue):
-            _signal("pid", runner, signum)
-        started = _read_json(job_dir / "started.json")
-        if started is not None and (runner is None or overdue):
-            group = _job_group(job_id, started.get("pid"))
-            if group is not None:  # no runner to do it: do it ourselves
-                _signal("group", group, signum)
+        if runner is not None:
+            _signal(runner, signum)  # it passes SIGTERM on to the job at once, and kills after the grace
+        if runner is None or overdue:  # no runner to do it (or it is stuck): do it ourselves
+            signal_job_processes(job_id, signum)
 
     def _runner_pid(self, job_id: str, job_dir: Path) -> int | None:
         process = self._runners.get(job_id)

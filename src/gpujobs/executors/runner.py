@@ -64,6 +64,41 @@ def group_rss_bytes(pgid: int) -> int:
     return sum(int(fields[21]) * PAGE for _pid, fields in group_members(pgid))
 
 
+def job_processes(job_id: str) -> list[int]:
+    """Every live process of a job, wherever it went (a new session, a new process group): they all
+    carry the job's id in their environment, which gpujobs sets and no other process has."""
+    marker = f"GPUJOBS_JOB_ID={job_id}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as handle:
+                environment = handle.read()  # empty for a zombie: it is gone already
+        except OSError:
+            continue
+        if marker in environment.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def signal_job_processes(job_id: str, signum: int) -> int:
+    """Send ``signum`` to every process of the job; how many there were."""
+    pids = job_processes(job_id)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+    return len(pids)
+
+
+def kill_job_processes(job_id: str) -> None:
+    """SIGKILL every process of the job, again while any is left (they may fork meanwhile)."""
+    for _ in range(20):
+        if not signal_job_processes(job_id, signal.SIGKILL):
+            return
+        time.sleep(0.01)
+
+
 def write_json(path: str, content: dict[str, Any]) -> None:
     temporary = f"{path}.tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
@@ -79,6 +114,8 @@ class Runner:
         with open(os.path.join(job_dir, "launch.json"), encoding="utf-8") as handle:
             self.launch: dict[str, Any] = json.load(handle)
         self.cancelled = False
+        self.current: subprocess.Popen[bytes] | None = None  # the process running now (pip or the job)
+        self.term_sent = False  # whether it has had its SIGTERM already
         self.started = time.monotonic()
         timeout = self.launch.get("timeout_seconds")
         self.deadline = self.started + timeout if timeout else None
@@ -97,7 +134,8 @@ class Runner:
         kwargs: dict[str, Any] = {}
         if launch.get("uid") is not None:
             kwargs.update(user=launch["uid"], group=launch["gid"], extra_groups=launch.get("groups") or [])
-        return subprocess.Popen(
+        self.term_sent = False
+        self.current = subprocess.Popen(
             argv,
             cwd=launch["cwd"],
             env=launch["env"],
@@ -108,10 +146,21 @@ class Runner:
             close_fds=True,
             **kwargs,
         )
+        return self.current
+
+    def stop_now(self) -> None:
+        """Called from the SIGTERM handler: the job hears of the stop at once, not at the next look."""
+        self.cancelled = True
+        process = self.current
+        if process is not None and process.poll() is None and not self.term_sent:
+            self.term_sent = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
 
     def _stop_group(self, process: subprocess.Popen[bytes], first: signal.Signals) -> None:
         try:
-            os.killpg(process.pid, first)
+            if not (first == signal.SIGTERM and self.term_sent):  # one SIGTERM, not two
+                os.killpg(process.pid, first)
         except ProcessLookupError:
             return
         if first != signal.SIGKILL:
@@ -123,13 +172,26 @@ class Runner:
         process.wait()
 
     def _watch(self, process: subprocess.Popen[bytes]) -> str | None:
-        """Wait for the process; return why gpujobs stopped it (Cancelled, Timeout, OOMKilled) or None."""
+        """Wait for the process; return why gpujobs stopped it (Cancelled, Timeout, OOMKilled) or None.
+        Whatever it started ends with it, even what left its process group."""
+        try:
+            return self._wait(process)
+        finally:
+            self._end_leftovers(process)
+
+    def _end_leftovers(self, process: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        kill_job_processes(self.launch["job_id"])
+
+    def _wait(self, process: subprocess.Popen[bytes]) -> str | None:
         memory_limit = self.launch.get("memory_bytes")
         next_memory_check = 0.0
         while True:
             try:
                 process.wait(timeout=POLL)
-                return None
+                # Ended by the stop gpujobs sent the whole job (a cancel): say so, not "Signaled".
+                return "Cancelled" if self.cancel_requested() else None
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
@@ -259,7 +321,7 @@ def main(argv: list[str]) -> int:
     def _on_term(_signum: int, _frame: Any) -> None:
         stop_asked.append(True)
         if runner is not None:
-            runner.cancelled = True
+            runner.stop_now()
 
     # Before the service can know this process (runner.json): a stop is never missed.
     runner: Runner | None = None

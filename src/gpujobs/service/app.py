@@ -23,7 +23,7 @@ from ..scheduler.loop import SchedulerLoop
 from ..store import Store
 from ..store.live import LiveJobs
 from .auth import HubAuthenticator
-from .health import LoopLag, Maintenance
+from .health import DataDirLock, LoopLag, Maintenance
 from .jobs import JobService
 from .metrics import Metrics
 from .responses import BodyLimit, on_domain_error, on_http_error, on_unexpected, on_validation_error
@@ -55,6 +55,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = DataDirLock(settings.data_dir)
+        lock.acquire()
         store = Store(settings.database)
         hub_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
         live = LiveJobs()
@@ -103,6 +105,7 @@ def create_app(
             await executor.close()
             await hub_client.aclose()
             store.close()
+            lock.release()
 
     app = FastAPI(
         title="gpujobs",

@@ -32,6 +32,9 @@ class HubUser:
     scopes: frozenset[str] = field(default_factory=frozenset)
 
 
+MAX_TOKEN_LENGTH = 4096  # JupyterHub's tokens are 32 characters; its API refuses huge headers
+
+
 def token_from_header(value: str | None) -> str:
     """The token in ``Authorization: token X`` or ``Authorization: Bearer X``."""
     if not value:
@@ -39,6 +42,8 @@ def token_from_header(value: str | None) -> str:
     scheme, _, token = value.strip().partition(" ")
     if scheme.lower() not in ("token", "bearer") or not token.strip():
         raise NotAuthenticated("the Authorization header must be 'token <token>' or 'Bearer <token>'")
+    if len(token) > MAX_TOKEN_LENGTH:  # not one the hub gave out; not worth asking it
+        raise NotAuthenticated("the token is not a JupyterHub token (too long)")
     return token.strip()
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO
 
 from sqlalchemy.orm import Session
 
@@ -22,6 +26,43 @@ HEARTBEAT_SECONDS = 1.0
 KEY_RETENTION = timedelta(hours=48)  # Idempotency-Keys are honoured at least this long (a day promised)
 PURGE_KEYS_SECONDS = 3600.0
 LAG_DEGRADED_SECONDS = 1.0
+WRITE_STALLED_SECONDS = 1.0
+
+
+class DataDirInUse(RuntimeError):
+    pass
+
+
+class DataDirLock:
+    """One service per data dir: two would both schedule onto the same GPUs.  An exclusive ``flock``
+    on ``<data_dir>/service.lock``, which the kernel releases when the process dies (kill -9 included),
+    so a restart never finds a stale lock."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "service.lock"
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        handle = open(self.path, "a+")  # noqa: SIM115 - held for the service's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise DataDirInUse(
+                f"another gpujobs service (pid {holder}) is using {self.path.parent}; stop it first, or "
+                "give this one its own --data-dir"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 class LoopLag:
@@ -62,6 +103,11 @@ def assess(store: Store, executor: Executor, lag: LoopLag, observe_problem: str 
     problems = []
     if store.write_failure:
         problems.append(f"the job database refuses writes ({store.write_failure})")
+    stalled = store.write_stalled()
+    if stalled > WRITE_STALLED_SECONDS:
+        problems.append(
+            f"the job database has not finished a write for {stalled:.0f} s (locked, or a slow disk)"
+        )
     executor_problem = executor.problem() or observe_problem
     if executor_problem:
         problems.append(f"the {executor.name} executor cannot reach its jobs ({executor_problem})")

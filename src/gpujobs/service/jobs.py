@@ -11,12 +11,14 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from fastapi.responses import Response
+
 from ..admission import check_spec
 from ..config import Settings
 from ..errors import Forbidden, InvalidSpec, JobNotFound, LimitExceeded
 from ..executors.base import Executor
-from ..executors.logs import Tail, follow_file, read_tail_info_async
-from ..models import JobSpec, JobStatus, JobView
+from ..executors.logs import follow_file, read_tail_info
+from ..models import JobLogs, JobSpec, JobStatus, JobView
 from ..quantities import parse_cpu, parse_memory
 from ..quotas import accounting_group, resolve
 from ..reconciler.endings import cancelling, remember_usage
@@ -25,12 +27,14 @@ from ..store import JobRecord, Store
 from ..store import repository as repo
 from ..store.database import Published
 from .auth import HubUser
+from .responses import envelope
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500
 ALL_USERS = "*"
 MAX_IDEMPOTENCY_KEY = 255
-STOP_NOW_SECONDS = 2.0  # how long a cancel waits for the executor's first stop before answering
+STOP_NOW_SECONDS = 2.0
+TAILS_AT_ONCE = 2  # how long a cancel waits for the executor's first stop before answering
 
 
 def new_job_id() -> str:
@@ -41,18 +45,20 @@ def new_job_id() -> str:
 def check_idempotency_key(key: str | None) -> str | None:
     if key is None:
         return None
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+    # Header values arrive as Latin-1 text (a UTF-8 key as its bytes): refuse only control characters.
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or any(ch < " " or ch == "\x7f" for ch in key):
         raise InvalidSpec(
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters, none of them control characters",
             field="Idempotency-Key",
         )
     return key
 
 
 def body_hash(spec: JobSpec) -> str:
-    """What makes two submissions the same: the spec as sent (before defaults and path resolution, which
-    may change between a request and its retry)."""
-    return hashlib.sha256(spec.model_dump_json(exclude_unset=True).encode()).hexdigest()
+    """What makes two submissions the same: the spec as parsed (a field left out and the same field sent
+    with its default are the same), before path resolution, which may change between a request and
+    its retry."""
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -78,13 +84,15 @@ class JobService:
         self._submitting: dict[str, int] = defaultdict(int)
         # job id → (set when the store records its end, how many follow its log)
         self._ends: dict[str, tuple[asyncio.Event, int]] = {}
+        self._tail_slots = asyncio.Semaphore(TAILS_AT_ONCE)
 
     # --- derived from the store's writes ------------------------------------------------------------
 
     def on_commit(self, changes: list[Published]) -> None:
-        """Wake log followers of jobs whose end was just recorded."""
+        """Wake log followers of jobs that are over: ended, and nothing of them runs any more (a
+        cancelled job's processes may still write while they stop: "saving a checkpoint...")."""
         for change in changes:
-            if isinstance(change, JobRecord) and change.status.is_terminal():
+            if isinstance(change, JobRecord) and change.status.is_terminal() and not change.holding:
                 watched = self._ends.get(change.job_id)
                 if watched is not None:
                     watched[0].set()
@@ -119,7 +127,7 @@ class JobService:
             raise Forbidden(f"you may list only your own jobs (user={user.name})")
         before = None
         if cursor:
-            if not cursor.isdigit():
+            if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
                 raise InvalidSpec("cursor is not one this service gave out", field="cursor")
             before = int(cursor)
         if not 1 <= limit <= MAX_PAGE:
@@ -131,8 +139,19 @@ class JobService:
         next_cursor = str(jobs[limit - 1].seq) if len(jobs) > limit else None
         return jobs[:limit], next_cursor
 
-    async def logs(self, job: JobRecord, tail: int | None) -> Tail:
-        return await read_tail_info_async(self.executor.log_path(job.job_id), tail)
+    async def logs_answer(self, job: JobRecord, tail: int | None) -> Response:
+        """The whole ``JobLogs`` answer (read, serialised, wrapped in the envelope) made in a worker
+        thread: megabytes of text never pass through the event loop.  At most a few at once: each holds
+        megabytes several times over, and a burst of them must not swell the service."""
+        path = self.executor.log_path(job.job_id)
+
+        def answer() -> Response:
+            found = read_tail_info(path, tail)
+            logs = JobLogs(job_id=job.job_id, status=job.status, logs=found.text, truncated=found.truncated)
+            return envelope(logs.model_dump_json().encode(), f"job {job.job_id} is {job.status.value}")
+
+        async with self._tail_slots:
+            return await asyncio.to_thread(answer)
 
     async def follow_logs(self, job: JobRecord) -> AsyncIterator[bytes]:
         ended, followers = self._ends.get(job.job_id, (asyncio.Event(), 0))
@@ -141,7 +160,7 @@ class JobService:
             # Checked after the event is registered: an end recorded before is seen here, one after it
             # sets the event.
             current = await self.store.read(lambda s: repo.get_job(s, job.job_id))
-            if current is None or current.status.is_terminal():
+            if current is None or (current.status.is_terminal() and not current.holding):
                 ended.set()
             async for chunk in follow_file(self.executor.log_path(job.job_id), ended):
                 yield chunk

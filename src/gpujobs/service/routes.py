@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import time
@@ -165,11 +164,7 @@ async def job_logs(
             media_type="text/plain; charset=utf-8",
             headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"},
         )
-    found = await rt.jobs.logs(job, tail)
-    logs = JobLogs(job_id=job.job_id, status=job.status, logs=found.text, truncated=found.truncated)
-    # Megabytes of text: turned into JSON in a worker thread, not on the event loop.
-    body = await asyncio.to_thread(logs.model_dump_json)
-    return envelope(body.encode(), f"job {job_id} is {job.status.value}")
+    return await rt.jobs.logs_answer(job, tail)
 
 
 @router.get("/api/k8s/jobs", response_model=Envelope[JobList], responses=_ERRORS, tags=["jobs"])
@@ -242,8 +237,8 @@ async def usage(
 ) -> Response:
     """GPU-seconds, CPU-seconds, job counts and cost of jobs that ended in the period.  Users see their own
     usage; admins everyone's (or one user's with ``user=``)."""
-    until = _aware(until) if until else datetime.now(timezone.utc)
-    since = _aware(since) if since else until - timedelta(days=30)
+    until = _in_range(until, "to") if until else datetime.now(timezone.utc)
+    since = _in_range(since, "from") if since else until - timedelta(days=30)
     if since >= until:
         raise InvalidSpec("from must be before to", field="from")
     if owner is not None and owner != user.name and not user.admin:
@@ -278,8 +273,16 @@ async def usage(
     return envelope(report, f"usage of {sum(r.jobs for r in rows)} job(s) by {group_by}")
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+_EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+
+def _in_range(moment: datetime, field: str) -> datetime:
+    """The moment in UTC, if it lies where arithmetic and the database can follow (1970 to 9000)."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    if not _EARLIEST <= aware <= _LATEST:
+        raise InvalidSpec(f"{field} must lie between 1970 and 9000", field=field)
+    return aware
 
 
 _LANDING = (Path(__file__).with_name("landing.html")).read_bytes()

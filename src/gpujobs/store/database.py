@@ -20,6 +20,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ _REFUSALS = (OperationalError, InternalError, InterfaceError)
 log = logging.getLogger(__name__)
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _BATCH = 512
+BUSY_SECONDS = 5.0
 
 
 def make_engine(url: str) -> Engine:
@@ -50,7 +52,11 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8)
+        # A write waits at most BUSY_SECONDS for a lock someone else holds, then fails (503, retried by
+        # clients and by the reconciler) rather than hold every submission for half a minute.
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": BUSY_SECONDS}, pool_size=8
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -60,7 +66,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -161,6 +167,7 @@ class _Writer:
         self.listeners: list[tuple[asyncio.AbstractEventLoop, Listener]] = []
         # Why the last batch could not be committed (None once one has been): health reports it.
         self.failure: str | None = None
+        self.busy_since: float | None = None  # when the batch being written began (monotonic)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="gpujobs-store-writer", daemon=True)
         self._thread.start()
@@ -193,6 +200,13 @@ class _Writer:
                 return
 
     def _commit(self, batch: list[_Item]) -> None:
+        self.busy_since = time.monotonic()
+        try:
+            self._commit_batch(batch)
+        finally:
+            self.busy_since = None
+
+    def _commit_batch(self, batch: list[_Item]) -> None:
         outcomes: list[_Outcome] = []
         refused: str | None = None
         try:
@@ -293,6 +307,11 @@ class Store:
     def write_failure(self) -> str | None:
         """Why the last write batch failed, or None when the last one was committed."""
         return self._writer.failure
+
+    def write_stalled(self) -> float:
+        """How long the write in progress has taken so far (0 when none is)."""
+        began = self._writer.busy_since
+        return 0.0 if began is None else time.monotonic() - began
 
     async def read(self, work: Callable[[Session], T]) -> T:
         return await asyncio.to_thread(self.read_sync, work)
