@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from gpujobs.executors.runner import job_processes
 from helpers import Api, pid_alive, script, wait_for
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,9 @@ pytestmark = pytest.mark.slow
 MARKED_JOB = (
     "import os, time\n"
     "job = os.environ['GPUJOBS_JOB_ID']\n"
-    "open(os.path.join({folder!r}, job + '.started'), 'w').write(str(os.getpid()))\n"
+    "temporary = os.path.join({folder!r}, job + '.tmp')\n"
+    "open(temporary, 'w').write(str(os.getpid()))\n"
+    "os.replace(temporary, os.path.join({folder!r}, job + '.started'))  # whole, or not at all\n"
     "time.sleep({seconds})\n"
     "open(os.path.join({folder!r}, job + '.finished'), 'w').write('finished')\n"
 )
@@ -62,7 +65,7 @@ def test_200_cancels_at_random_moments_never_let_a_cancelled_job_finish(world, t
     for job_id, _code in outcomes:
         wait_for(lambda job_id=job_id: settled(alice, job_id), timeout=120, what=f"job {job_id} to settle")
     cancelled = [job_id for job_id, code in outcomes if code == 200]
-    assert len(cancelled) > 150  # nearly all: each job runs 1.5 s, cancels come within 0.8 s
+    assert len(cancelled) > 100  # most: each job runs 1.5 s, cancels come within 0.8 s
     for job_id, code in outcomes:
         view = alice.status(job_id)
         if code == 200:
@@ -71,8 +74,10 @@ def test_200_cancels_at_random_moments_never_let_a_cancelled_job_finish(world, t
         else:
             assert code == 409 and view["status"] == "completed"
     for started in markers.glob("*.started"):  # no process left behind
-        pid = int(started.read_text() or 0)
-        assert pid and not pid_alive(pid), f"{started.stem} left process {pid}"
+        pid = int(started.read_text())
+        assert not pid_alive(pid), f"{started.stem} left process {pid}"
+    for job_id, _code in outcomes:  # nor any other process of any of the jobs
+        assert job_processes(job_id) == [], f"job {job_id} left processes behind"
     listed = alice.jobs(limit=500)
     assert sorted(job["job_id"] for job in listed) == sorted(job_id for job_id, _ in outcomes)
 
