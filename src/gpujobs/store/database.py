@@ -208,7 +208,6 @@ class _Writer:
 
     def _commit_batch(self, batch: list[_Item]) -> None:
         outcomes: list[_Outcome] = []
-        refused: str | None = None
         try:
             with self._sessions() as session, session.begin():
                 changes: list[Published] = session.info.setdefault("changed", [])
@@ -222,22 +221,23 @@ class _Writer:
                     try:
                         with session.begin_nested():
                             outcomes.append((future, work(session), None))
+                    except _REFUSALS:
+                        # The database's fault, not the request's (full, locked, gone): the rest of the
+                        # batch would only wait for the same lock again.  Give up on all of it.
+                        raise
                     except Exception as exc:
                         del changes[noted:]  # rolled back: what it noted did not happen
-                        if isinstance(exc, _REFUSALS):  # the database's fault, not the request's
-                            refused = refused or f"{exc.__class__.__name__}: {_first_line(exc.orig or exc)}"
-                            exc = _unavailable(exc)
                         outcomes.append((future, None, exc))
-        except Exception as exc:  # the commit itself failed: nothing in the batch is stored
-            failure = f"{exc.__class__.__name__}: {_first_line(exc)}"
+        except Exception as exc:  # nothing in the batch is stored
+            failure = f"{exc.__class__.__name__}: {_first_line(getattr(exc, 'orig', None) or exc)}"
             if failure != self.failure:  # once per outage, not once per batch
                 log.warning("the job database refuses writes: %s", failure)
             self.failure = failure
             _settle([(waiter, None, _unavailable(exc)) for _work, waiter in batch])
             return
-        if self.failure and not refused:
+        if self.failure:
             log.warning("the job database takes writes again")
-        self.failure = refused
+        self.failure = None
         _settle(outcomes, changes, self.listeners)
 
     @staticmethod
@@ -250,6 +250,8 @@ class _Writer:
             for (work, _), seq in zip(new_jobs, seqs, strict=True):
                 repository.changed(session, repository.record_of(seq, work.values))
             return [(future, seq, None) for (_, future), seq in zip(new_jobs, seqs, strict=True)]
+        except _REFUSALS:
+            raise  # not a row's fault: trying row by row would only wait for the lock again
         except Exception:
             outcomes: list[_Outcome] = []
             for work, future in new_jobs:
@@ -265,7 +267,9 @@ class _Writer:
 
 
 def _unavailable(exc: BaseException) -> DependencyUnavailable:
-    return DependencyUnavailable(f"the job database did not accept the write: {exc.__class__.__name__}")
+    return DependencyUnavailable(
+        f"the job database did not take the write ({exc.__class__.__name__}); nothing was changed: try again"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
