@@ -26,7 +26,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 from lightkube import AsyncClient, KubeConfig, codecs
@@ -128,7 +128,6 @@ class KubernetesExecutor(Executor):
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._namespaces_made: set[str] = set()
         self._deleted: dict[str, float] = {}  # job id → when its Job was last deleted (stop)
-        self._launched_here: set[str] = set()  # jobs this process created (their logs start empty)
         self._stop_asked: set[str] = set()  # jobs a stop was asked for (a launch in flight checks)
         self._collected: set[str] = set()  # jobs whose logs were archived: never followed again
         self._missing_since: dict[str, float] = {}  # job id → when its Job was first missing
@@ -255,7 +254,6 @@ class KubernetesExecutor(Executor):
     async def launch(self, job: JobRecord) -> None:
         assert self.client is not None
         self.log_path(job.job_id).parent.mkdir(parents=True, exist_ok=True)
-        self._launched_here.add(job.job_id)
         namespace = self.namespace_of(job.user)
         if self.settings.kube_create_namespaces:
             await self._ensure_namespace(namespace, job.user)
@@ -336,10 +334,10 @@ class KubernetesExecutor(Executor):
         self._missing_since.pop(job.job_id, None)
         started = any(p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed") for p in pods)
         if started and job.job_id not in self._followers and job.job_id not in self._collected:
-            if job.job_id not in self._launched_here:
-                # Launched before a restart: the follower writes the pods' whole output again.
-                self.log_path(job.job_id).unlink(missing_ok=True)
-            self._follow(job.job_id)
+            # What was followed before (by this process, or before a restart) stays: a log is never
+            # deleted before its job's end is stored.  The new follower goes on from there.
+            path = self.log_path(job.job_id)
+            self._follow(job.job_id, skip=path.stat().st_size if path.exists() else 0)
         outcome = _outcome(kube_job, pods)
         if outcome is not None:
             return dataclasses.replace(outcome, settled=not live)
@@ -348,8 +346,8 @@ class KubernetesExecutor(Executor):
         why_waiting = _waiting_message(pods)
         return Observation(Phase.STARTING, message=why_waiting) if why_waiting else STARTING
 
-    def _follow(self, job_id: str) -> None:
-        follower = asyncio.create_task(self._follow_logs(job_id), name=f"gpujobs-logs-{job_id}")
+    def _follow(self, job_id: str, skip: int = 0) -> None:
+        follower = asyncio.create_task(self._follow_logs(job_id, skip), name=f"gpujobs-logs-{job_id}")
         self._followers[job_id] = follower
 
         def done(task: asyncio.Task[None]) -> None:
@@ -368,7 +366,7 @@ class KubernetesExecutor(Executor):
     def _forget(self, job_id: str) -> None:
         """Nothing of the job is left: drop what this executor kept about it."""
         self._stop_following(job_id)
-        for kept in (self._launched_here, self._stop_asked, self._collected):
+        for kept in (self._stop_asked, self._collected):
             kept.discard(job_id)
         self._deleted.pop(job_id, None)
         self._missing_since.pop(job_id, None)
@@ -413,11 +411,23 @@ class KubernetesExecutor(Executor):
         if parts:
             await asyncio.to_thread(_complete_log, self.log_path(job_id), "".join(parts))
 
-    async def _follow_logs(self, job_id: str) -> None:
-        """Append every attempt's output to the job's log file, as it is written."""
+    async def _follow_logs(self, job_id: str, skip: int = 0) -> None:
+        """Append every attempt's output to the job's log file, as it is written; the first ``skip``
+        bytes of it are in the file already (followed before a restart)."""
         assert self.client is not None
         followed: set[str] = set()
         path = self.log_path(job_id)
+
+        def write(handle: TextIO, line: str) -> None:
+            nonlocal skip
+            if skip > 0:
+                data = line.encode()
+                if len(data) <= skip:
+                    skip -= len(data)
+                    return
+                line, skip = data[skip:].decode("utf-8", errors="replace"), 0
+            handle.write(line)
+
         while True:
             pending = [
                 p
@@ -435,10 +445,10 @@ class KubernetesExecutor(Executor):
             with contextlib.suppress(ApiError), open(path, "a", encoding="utf-8") as handle:
                 for container in init:  # finished before the pod ran: their whole output at once
                     async for line in self.client.log(name, namespace=namespace, container=container):
-                        handle.write(line)
+                        write(handle, line)
                 handle.flush()
                 async for line in self.client.log(name, namespace=namespace, container=main, follow=True):
-                    handle.write(line)
+                    write(handle, line)
                     handle.flush()
 
     # --- stopping --------------------------------------------------------------
