@@ -62,10 +62,15 @@ RESERVED_ENV = frozenset(
         "USER",
         "LOGNAME",
         "SHELL",
+        # A shell's or Python's hooks that load code of the caller's choosing.
+        "BASH_ENV",
+        "ENV",
+        "PYTHONBREAKPOINT",
     }
 )
 RESERVED_ENV_SUFFIXES = ("_VISIBLE_DEVICES",)
-RESERVED_ENV_PREFIXES = ("GPUJOBS_", "JUPYTERHUB_", "LD_")
+# PIP_: the operator's pip settings (index, config file) decide where requirements come from.
+RESERVED_ENV_PREFIXES = ("GPUJOBS_", "JUPYTERHUB_", "LD_", "PIP_")
 
 
 def env_name_problem(name: str) -> str | None:
