@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy.orm import Session
 
 from ..config import Settings
-from ..errors import IllegalTransition
+from ..errors import DependencyUnavailable, IllegalTransition
 from ..executors.base import Executor
 from ..gputypes import normalise_gpu_type
 from ..inventory import Inventory, slots_held_by_others
@@ -214,6 +214,8 @@ class SchedulerLoop:
                 await self.cycle()
             except asyncio.CancelledError:
                 raise
+            except DependencyUnavailable as exc:  # the store's outage is reported once, by the store
+                log.debug("scheduling cycle not recorded: %s", exc.message)
             except Exception:
                 log.exception("scheduling cycle failed; trying again on the next event")
             # Events that arrive meanwhile are served by one later cycle.  The pause grows with the

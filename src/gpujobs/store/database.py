@@ -200,13 +200,16 @@ class _Writer:
                 return
 
     def _commit(self, batch: list[_Item]) -> None:
+        """Write the batch, then hand back the results (the writer's state is settled first: a caller
+        woken by its result sees it)."""
         self.busy_since = time.monotonic()
         try:
-            self._commit_batch(batch)
+            settle = self._commit_batch(batch)
         finally:
             self.busy_since = None
+        settle()
 
-    def _commit_batch(self, batch: list[_Item]) -> None:
+    def _commit_batch(self, batch: list[_Item]) -> Callable[[], None]:
         outcomes: list[_Outcome] = []
         try:
             with self._sessions() as session, session.begin():
@@ -233,12 +236,13 @@ class _Writer:
             if failure != self.failure:  # once per outage, not once per batch
                 log.warning("the job database refuses writes: %s", failure)
             self.failure = failure
-            _settle([(waiter, None, _unavailable(exc)) for _work, waiter in batch])
-            return
+            failed: list[_Outcome] = [(waiter, None, _unavailable(exc)) for _work, waiter in batch]
+            return lambda: _settle(failed)
         if self.failure:
             log.warning("the job database takes writes again")
         self.failure = None
-        _settle(outcomes, changes, self.listeners)
+        listeners = list(self.listeners)
+        return lambda: _settle(outcomes, changes, listeners)
 
     @staticmethod
     def _insert_jobs(session: Session, new_jobs: list[tuple[_NewJob, _Waiter]]) -> list[_Outcome]:
