@@ -294,3 +294,20 @@ def test_following_a_cancelled_job_shows_what_it_says_while_it_stops(alice: Api)
                 assert alice.http.post(f"api/k8s/job/{job['job_id']}/cancel").status_code == 200
     # The stream ends once the job's processes are gone, not when the cancel is recorded.
     assert lines == ["working", "saving checkpoint", "saved"]
+
+
+def test_a_job_that_writes_its_own_result_does_not_run_on_unseen(alice: Api, service, tmp_path: Path) -> None:
+    # result.json sits in the job's folder, which the job may write: a job that writes one and runs on
+    # is ended when its end is recorded, so its GPU is never free while it runs.
+    pid_file = tmp_path / "forger.pid"
+    code = (
+        "import json, os, time\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        f"folder = os.path.join({str(service.data_dir / 'jobs')!r}, os.environ['GPUJOBS_JOB_ID'])\n"
+        "json.dump({'reason': 'Completed', 'exit_code': 0, 'at': time.time()},"
+        " open(os.path.join(folder, 'result.json'), 'w'))\n"
+        "time.sleep(300)\n"
+    )
+    job = alice.submit_ok(**script(code, gpu_count=1, gpu_type="t4"))
+    alice.wait_status(job["job_id"], "completed", "failed")
+    assert not pid_alive(int(pid_file.read_text()))

@@ -106,7 +106,9 @@ def _is_runner_of(pid: int, job_dir: Path) -> bool:
             argv = handle.read().split(b"\0")
     except OSError:
         return False
-    return cwd == os.path.realpath(job_dir) and str(RUNNER).encode() in argv
+    # By the script's name, not its whole path: a service upgraded into another folder still knows
+    # the runners its predecessor started.
+    return cwd == os.path.realpath(job_dir) and any(arg.endswith(b"/" + RUNNER.name.encode()) for arg in argv)
 
 
 def _signal(pid: int, signum: signal.Signals) -> None:
@@ -415,9 +417,16 @@ class LocalExecutor(Executor):
         await asyncio.to_thread(self._kill_leftovers, job.job_id)
 
     def _kill_leftovers(self, job_id: str) -> None:
-        if not (self._job_dir(job_id) / "result.json").exists():
-            kill_job_processes(job_id)
+        # Even when result.json says the job ended: the job folder is the user's to write, and a job
+        # could write a result of its own and run on.
+        kill_job_processes(job_id, self._job_uid(job_id))
         self._forget(job_id)
+
+    def _job_uid(self, job_id: str) -> int:
+        """The account the job's processes run as (this service's own when none is set)."""
+        plan = _read_json(self._job_dir(job_id) / "launch.json") or {}
+        uid = plan.get("uid")
+        return uid if isinstance(uid, int) else os.geteuid()
 
     # --- stopping -------------------------------------------------------------------------------
 
@@ -441,7 +450,7 @@ class LocalExecutor(Executor):
         if runner is not None:
             _signal(runner, signum)  # it passes SIGTERM on to the job at once, and kills after the grace
         if runner is None or overdue:  # no runner to do it (or it is stuck): do it ourselves
-            signal_job_processes(job_id, signum)
+            signal_job_processes(job_id, signum, self._job_uid(job_id))
 
     def _runner_pid(self, job_id: str, job_dir: Path) -> int | None:
         process = self._runners.get(job_id)

@@ -64,15 +64,20 @@ def group_rss_bytes(pgid: int) -> int:
     return sum(int(fields[21]) * PAGE for _pid, fields in group_members(pgid))
 
 
-def job_processes(job_id: str) -> list[int]:
+def job_processes(job_id: str, uid: int | None = None) -> list[int]:
     """Every live process of a job, wherever it went (a new session, a new process group): they all
-    carry the job's id in their environment, which gpujobs sets and no other process has."""
+    carry the job's id in their environment, which gpujobs sets and no other process has.  Only
+    processes of ``uid`` (the job's account) are looked into, when it is given.
+
+    (A process that clears its environment is not found: only a cgroup per job would find it.)"""
     marker = f"GPUJOBS_JOB_ID={job_id}".encode()
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
+            if uid is not None and entry.stat().st_uid != uid:
+                continue
             with open(f"/proc/{entry.name}/environ", "rb") as handle:
                 environment = handle.read()  # empty for a zombie: it is gone already
         except OSError:
@@ -82,19 +87,32 @@ def job_processes(job_id: str) -> list[int]:
     return found
 
 
-def signal_job_processes(job_id: str, signum: int) -> int:
+def signal_job_processes(job_id: str, signum: int, uid: int | None = None) -> int:
     """Send ``signum`` to every process of the job; how many there were."""
-    pids = job_processes(job_id)
+    pids = job_processes(job_id, uid)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signum)
     return len(pids)
 
 
-def kill_job_processes(job_id: str) -> None:
-    """SIGKILL every process of the job, again while any is left (they may fork meanwhile)."""
-    for _ in range(20):
-        if not signal_job_processes(job_id, signal.SIGKILL):
+def kill_job_processes(job_id: str, uid: int | None = None) -> None:
+    """End every process of the job.  First freeze them (SIGSTOP) until a look finds none that is not
+    frozen, so that a process forking as fast as it can is caught too, then SIGKILL them all."""
+    frozen: set[int] = set()
+    for _ in range(100):
+        fresh = set(job_processes(job_id, uid)) - frozen
+        if not fresh:
+            break
+        for pid in fresh:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGSTOP)
+        frozen |= fresh
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    for _ in range(20):  # whatever slipped through meanwhile
+        if not signal_job_processes(job_id, signal.SIGKILL, uid):
             return
         time.sleep(0.01)
 
@@ -161,6 +179,7 @@ class Runner:
         try:
             if not (first == signal.SIGTERM and self.term_sent):  # one SIGTERM, not two
                 os.killpg(process.pid, first)
+                self.term_sent = self.term_sent or first == signal.SIGTERM
         except ProcessLookupError:
             return
         if first != signal.SIGKILL:
@@ -182,7 +201,8 @@ class Runner:
     def _end_leftovers(self, process: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        kill_job_processes(self.launch["job_id"])
+        uid = self.launch.get("uid")
+        kill_job_processes(self.launch["job_id"], os.geteuid() if uid is None else uid)
 
     def _wait(self, process: subprocess.Popen[bytes]) -> str | None:
         memory_limit = self.launch.get("memory_bytes")

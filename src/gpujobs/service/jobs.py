@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 MAX_PAGE = 500
 ALL_USERS = "*"
 MAX_IDEMPOTENCY_KEY = 255
-STOP_NOW_SECONDS = 2.0
-TAILS_AT_ONCE = 2  # how long a cancel waits for the executor's first stop before answering
+STOP_NOW_SECONDS = 2.0  # how long a cancel waits for the executor's first stop before answering
+TAILS_AT_ONCE = 2
 
 
 def new_job_id() -> str:
