@@ -51,6 +51,9 @@ c.JupyterHub.spawner_class = "simple"
 c.SimpleLocalProcessSpawner.home_dir_template = str(homes / "{username}")
 c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
 c.Spawner.default_url = "/lab"
+# JupyterLab's first start on a busy small machine takes longer than JupyterHub's default 30 s.
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 120
 if os.geteuid() == 0:
     c.Spawner.args = ["--allow-root"]  # jupyter-server refuses root without it
 # The server's own token may call gpujobs (the client in a notebook uses it).
