@@ -121,3 +121,13 @@ async def drive(
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
         "errors": sum(count for status, count in statuses.items() if status not in (200, 201)),
     }
+
+
+def timed_ms(function: Callable[[], object], repeats: int) -> list[float]:
+    """Milliseconds each of ``repeats`` calls of ``function`` took."""
+    samples = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        function()
+        samples.append((time.perf_counter() - began) * 1000)
+    return samples

@@ -17,9 +17,10 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from common import timed_ms
 
 from gpujobs.executors import logs
 from gpujobs.executors.logs import read_tail_info
@@ -69,15 +70,6 @@ def warm_page_cache(path: Path) -> None:
     with open(path, "rb") as handle:
         handle.seek(-REAL_TAIL, os.SEEK_END)
         handle.read()
-
-
-def timed_ms(function: Callable[[], object], repeats: int) -> list[float]:
-    samples = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        function()
-        samples.append((time.perf_counter() - began) * 1000)
-    return samples
 
 
 def with_cap(cap: int, function: Callable[[], object]) -> Callable[[], object]:

@@ -16,7 +16,8 @@ import itertools
 import json
 import random
 import statistics
-import time
+
+from common import timed_ms
 
 from gpujobs.gputypes import satisfies
 from gpujobs.inventory import Device, Node
@@ -97,15 +98,6 @@ def naive_first_fit(requests: list[Request], snapshot: Snapshot) -> int:
     return admitted
 
 
-def timed(function, repeats: int) -> list[float]:
-    samples = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        function()
-        samples.append((time.perf_counter() - began) * 1000)
-    return samples
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
@@ -120,7 +112,7 @@ def main() -> None:
     for queued, nodes in sizes:
         requests, snapshot = build(queued, nodes)
         repeats = 3 if queued >= 100_000 else (5 if options.quick else 15)
-        samples = timed(lambda r=requests, s=snapshot: decide(r, s, config), repeats)
+        samples = timed_ms(lambda r=requests, s=snapshot: decide(r, s, config), repeats)
         decision = decide(requests, snapshot, config)
         row = {
             "queued": queued,
@@ -131,7 +123,7 @@ def main() -> None:
             "p99_ms": round(max(samples), 1),
         }
         if queued * nodes <= 10_000_000:
-            baseline = timed(
+            baseline = timed_ms(
                 lambda r=requests, s=snapshot: naive_first_fit(r, s), 1 if queued >= 10_000 else 3
             )
             row["baseline_naive_ms"] = round(statistics.median(baseline), 1)

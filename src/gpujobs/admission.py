@@ -91,7 +91,7 @@ def check_spec(
     allowed_types: tuple[str, ...] | None = None
     if gpus:
         allowed_types = _check_gpu_type(spec.gpu_type, gpu_type, settings, inventory, rule, pools)
-    cpu, memory = _cpu_and_memory(spec)
+    cpu, memory = cpu_and_memory(spec)
     _check_fits(Shape(gpu_type, gpus, cpu, memory, allowed_types), inventory, pools)
     if gpus:
         _check_gpu_quota(gpu_type, gpus, settings, rule)
@@ -161,7 +161,7 @@ def _check_gpu_type(
     return allowed
 
 
-def _cpu_and_memory(spec: JobSpec) -> tuple[float, float]:
+def cpu_and_memory(spec: JobSpec) -> tuple[float, float]:
     """Cores and bytes the spec asks for, 0 when it does not say (the spec's validation has already
     refused quantities that do not parse)."""
     cpu = parse_cpu(spec.cpu_limit) if spec.cpu_limit else 0.0

@@ -36,11 +36,6 @@ class JobStatus(str, Enum):
     def is_terminal(self) -> bool:
         return self in _TERMINAL
 
-    @classmethod
-    def active(cls) -> tuple[JobStatus, ...]:
-        """States in which a job holds (or is about to hold) resources."""
-        return (cls.PENDING, cls.RUNNING)
-
 
 _TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 

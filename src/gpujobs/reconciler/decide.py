@@ -51,9 +51,7 @@ LOST_RUNNING = Observation.lost("the executor has no trace of the job any more")
 def decide(job: JobRecord, seen: Observation | None) -> Step:
     """The next step for ``job``; ``seen`` is None when the executor could not say (try again later)."""
     if job.status.is_terminal():
-        if not job.holding:
-            return NOTHING
-        if seen is None:
+        if not job.holding or seen is None:
             return NOTHING
         if seen.phase in (Phase.ABSENT, Phase.ENDED):
             return Step(Action.RELEASE, seen)

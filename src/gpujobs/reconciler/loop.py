@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ..config import Settings
@@ -43,6 +44,13 @@ STEP_BACKOFF = 0.1
 MAX_STEP_BACKOFF = 2.0
 
 
+@dataclass(frozen=True)
+class _Trouble:
+    text: str  # what went wrong last
+    failures: int  # steps failed in a row
+    retry_at: float  # monotonic time before which the job is left alone
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -63,13 +71,11 @@ class Reconciler:
         self.settings = settings
         self.usage = usage
         self.on_release = on_release
-        self.passes = 0
         self.observe_problem: str | None = None
         self._busy: dict[str, asyncio.Task[bool]] = {}
-        self._last_error: dict[str, str] = {}
-        # job id → (failed steps in a row, when to try again): a failing step backs off per job (a store
-        # outage must not turn into a busy loop, nor a Kubernetes log download every pass).
-        self._retry_at: dict[str, tuple[int, float]] = {}
+        # Jobs whose last step failed: a failing step backs off per job (a store outage must not turn
+        # into a busy loop, nor a Kubernetes log download every pass) and is logged once per kind.
+        self._trouble: dict[str, _Trouble] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.launch_retry_delays = LAUNCH_RETRY_DELAYS
@@ -104,16 +110,13 @@ class Reconciler:
     async def pass_once(self) -> None:
         """Look at every job that holds resources and is not busy; start one step for each that needs
         one.  Returns without waiting for the steps (``settle`` waits, for tests)."""
-        self.passes += 1
         now = time.monotonic()
-        jobs = [
-            job
-            for job in self.live.holding()
-            if job.job_id not in self._busy and self._retry_at.get(job.job_id, (0, 0.0))[1] <= now
-        ]
+        holding = self.live.holding()
+        jobs = [job for job in holding if job.job_id not in self._busy and self._may_try(job.job_id, now)]
         self._forget_gone()
+        if not holding:
+            self.observe_problem = None  # nothing to observe: nothing can be failing
         if not jobs:
-            self.observe_problem = None if not self.live.holding() else self.observe_problem
             return
         try:
             seen = await self.executor.observe(jobs)
@@ -178,28 +181,30 @@ class Reconciler:
             # The store moved on meanwhile (a cancel won the race): the next pass decides from there.
             log.debug("job %s: %s skipped: %s", job.job_id, step.action.value, exc)
         except Exception as exc:
-            self._complain(job, step, exc)
-            failures = self._retry_at.get(job.job_id, (0, 0.0))[0] + 1
-            delay = min(self.max_step_backoff, self.step_backoff * 2 ** (failures - 1))
-            self._retry_at[job.job_id] = (failures, time.monotonic() + delay)
+            self._failed(job, step, exc)
             return False
-        self._last_error.pop(job.job_id, None)
-        self._retry_at.pop(job.job_id, None)
+        self._trouble.pop(job.job_id, None)
         return True
+
+    def _may_try(self, job_id: str, now: float) -> bool:
+        trouble = self._trouble.get(job_id)
+        return trouble is None or trouble.retry_at <= now
 
     def _forget_gone(self) -> None:
         """Drop what is kept about jobs that no longer hold anything."""
-        for kept in (self._last_error, self._retry_at):
-            for job_id in [job_id for job_id in kept if self.live.get(job_id) is None]:
-                del kept[job_id]
+        for job_id in [job_id for job_id in self._trouble if self.live.get(job_id) is None]:
+            del self._trouble[job_id]
 
-    def _complain(self, job: JobRecord, step: Step, exc: Exception) -> None:
+    def _failed(self, job: JobRecord, step: Step, exc: Exception) -> None:
         text = exc.message if isinstance(exc, GpujobsError) else f"{exc.__class__.__name__}: {exc}"
-        if self._last_error.get(job.job_id) != text:  # once per job and kind of trouble, not every pass
-            self._last_error[job.job_id] = text
+        before = self._trouble.get(job.job_id)
+        if before is None or before.text != text:  # once per job and kind of trouble, not every pass
             log.warning(
                 "job %s: %s failed (%s); trying again on the next pass", job.job_id, step.action.value, text
             )
+        failures = (before.failures if before else 0) + 1
+        delay = min(self.max_step_backoff, self.step_backoff * 2 ** (failures - 1))
+        self._trouble[job.job_id] = _Trouble(text, failures, time.monotonic() + delay)
 
     # --- the steps --------------------------------------------------------------------------------
 

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 from fastapi.responses import Response
 
-from ..admission import check_spec
+from ..admission import check_spec, cpu_and_memory
 from ..config import Settings
 from ..errors import Forbidden, InvalidSpec, JobNotFound, LimitExceeded
 from ..executors.base import Executor
 from ..executors.logs import follow_file, read_tail_info
 from ..models import JobLogs, JobSpec, JobStatus, JobView
-from ..quantities import parse_cpu, parse_memory
 from ..quotas import accounting_group, resolve
 from ..reconciler.endings import cancelling, remember_usage
 from ..scheduler.loop import SchedulerLoop
@@ -177,7 +176,9 @@ class JobService:
         key = check_idempotency_key(idempotency_key)
         fingerprint = body_hash(spec) if key else ""
         if key:
-            earlier = await self._job_for_key(user.name, key, fingerprint)
+            earlier = await self.store.read(
+                lambda s: repo.job_for_idempotency_key(s, user.name, key, fingerprint)
+            )
             if earlier is not None:
                 return Submitted(earlier, created=False)
         rule = resolve(self.settings.quotas, user.name, user.groups)
@@ -205,6 +206,7 @@ class JobService:
                 f"quota: {user.name} has {queued} of {rule.max_queued_jobs} jobs queued; "
                 "wait for some to start or cancel some"
             )
+        cpu, memory = cpu_and_memory(checked)
         values = repo.new_job_values(
             job_id=new_job_id(),
             user=user.name,
@@ -215,8 +217,8 @@ class JobService:
             gpu_required=bool(checked.gpu_required),
             gpu_count=checked.gpus_wanted,
             gpu_type=checked.gpu_type,
-            cpu_request=parse_cpu(checked.cpu_limit) if checked.cpu_limit else 0.0,
-            memory_request=float(parse_memory(checked.memory_limit)) if checked.memory_limit else 0.0,
+            cpu_request=cpu,
+            memory_request=memory,
             timeout_seconds=checked.timeout_seconds,
             spec=checked.model_dump(mode="json", exclude_none=True),
         )
@@ -233,18 +235,6 @@ class JobService:
             self._submitting[user.name] -= 1
         self.scheduler.wake()
         return Submitted(job, created)
-
-    async def _job_for_key(self, user: str, key: str, fingerprint: str) -> JobRecord | None:
-        found = await self.store.read(lambda s: repo.job_for_idempotency_key(s, user, key))
-        if found is None:
-            return None
-        job, stored_hash = found
-        if stored_hash != fingerprint:
-            raise repo.IdempotencyConflict(
-                "this Idempotency-Key was already used for a different job; send a new key for a new job",
-                field="Idempotency-Key",
-            )
-        return job
 
     async def cancel(self, user: HubUser, job_id: str) -> JobRecord:
         """Record the wish (``cancelled``, answered at once); the reconciler stops what runs and frees the

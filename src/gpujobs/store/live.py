@@ -26,6 +26,7 @@ def _read_snapshot(session: Session) -> None:
 
 
 def holds(job: JobRecord) -> bool:
+    """The test ``repository.jobs_to_reconcile`` makes in SQL, on one record."""
     return job.holding or job.status in (JobStatus.PENDING, JobStatus.RUNNING)
 
 

@@ -263,23 +263,32 @@ class IdempotencyConflict(InvalidSpec):
     """The same key came with a different body."""
 
 
+def job_for_idempotency_key(session: Session, user: str, key: str, body_hash: str) -> JobRecord | None:
+    """The job an earlier submission with this key made, None when there was none; the same key with a
+    different body is refused (IdempotencyConflict)."""
+    existing = session.get(IdempotencyKeyRow, (user, key))
+    if existing is None:
+        return None
+    if existing.body_hash != body_hash:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was already used for a different job; send a new key for a new job",
+            field="Idempotency-Key",
+        )
+    job = get_job(session, existing.job_id)
+    if job is None:  # pragma: no cover - keys and jobs are written together
+        raise JobNotFound(existing.job_id)
+    return job
+
+
 def add_job_once(
     session: Session, values: Mapping[str, Any], *, key: str, body_hash: str
 ) -> tuple[JobRecord, bool]:
     """Insert a queued job under the client's idempotency key, or find the job that key already made:
     (job, created).  The same key with a different body is refused (IdempotencyConflict)."""
     user = values["user"]
-    existing = session.get(IdempotencyKeyRow, (user, key))
-    if existing is not None:
-        if existing.body_hash != body_hash:
-            raise IdempotencyConflict(
-                "this Idempotency-Key was already used for a different job; send a new key for a new job",
-                field="Idempotency-Key",
-            )
-        job = get_job(session, existing.job_id)
-        if job is None:  # pragma: no cover - keys and jobs are written together
-            raise JobNotFound(existing.job_id)
-        return job, False
+    earlier = job_for_idempotency_key(session, user, key, body_hash)
+    if earlier is not None:
+        return earlier, False
     full = new_job_values(**values)
     seq = session.execute(insert(JobRow).values(**full).returning(JobRow.seq)).scalar_one()
     session.execute(
@@ -288,15 +297,6 @@ def add_job_once(
         )
     )
     return changed(session, record_of(seq, full)), True
-
-
-def job_for_idempotency_key(session: Session, user: str, key: str) -> tuple[JobRecord, str] | None:
-    """The job an earlier submission with this key made, and that submission's body hash."""
-    existing = session.get(IdempotencyKeyRow, (user, key))
-    if existing is None:
-        return None
-    job = get_job(session, existing.job_id)
-    return (job, existing.body_hash) if job is not None else None
 
 
 def forget_idempotency_keys(session: Session, before: datetime) -> int:
