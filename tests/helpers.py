@@ -97,6 +97,9 @@ class World:
             "GPUJOBS_KILL_GRACE_SECONDS": "1",
             "GPUJOBS_SCHEDULE_INTERVAL_SECONDS": "0.5",
             "GPUJOBS_NVML": "false",
+            # The test users have no system accounts: their jobs run as the test's own (root here).
+            # The isolation tests (tests/executors/test_isolation.py) run jobs under real accounts.
+            "GPUJOBS_JOBS_AS_SERVICE_ACCOUNT": "true",
         }
 
     def start(

@@ -63,7 +63,20 @@ class Settings(BaseSettings):
     admin_groups: StrList = Field(default_factory=list)
 
     job_python: str | None = Field(None, description="Interpreter for jobs; this one by default.")
-    run_as_user: bool = Field(True, description="When root, run jobs as the system user of the same name.")
+    job_account_template: str = Field(
+        "{username}", description="The system account a user's jobs run as, e.g. 'jupyter-{username}'."
+    )
+    job_account_fallback: str | None = Field(
+        None, description="An unprivileged account for users without one; unset: their jobs are refused."
+    )
+    jobs_as_service_account: bool = Field(
+        False,
+        description="Run jobs of users without an account as the service's own account (a single-user "
+        "machine, tests); when the service is root, that is root.",
+    )
+    job_cgroups: bool = Field(
+        True, description="Give each local job its own cgroup (memory limit, kill) where the machine allows."
+    )
     pip_extra_args: StrList = Field(
         default_factory=list, description="Operator's pip options, e.g. an index."
     )
@@ -162,6 +175,13 @@ class Settings(BaseSettings):
                 f"{value!r} is not a namespace name: lowercase letters, digits and '-' "
                 f"(at most {longest} characters)"
             )
+        return value
+
+    @field_validator("job_account_template")
+    @classmethod
+    def _names_the_user(cls, value: str) -> str:
+        if "{username}" not in value or value.replace("{username}", "").count("{"):
+            raise ValueError("must contain {username} and no other placeholder, e.g. jupyter-{username}")
         return value
 
     @field_validator("service_prefix")

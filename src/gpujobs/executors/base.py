@@ -118,6 +118,10 @@ class Executor(abc.ABC):
     def problem(self) -> str | None:
         return None
 
+    def account_problem(self, username: str) -> str | None:
+        """Why ``username``'s jobs cannot run here at all (no system account to run them as), or None."""
+        return None
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Discover the inventory and begin watching.  Must not fail for want of GPUs; may raise when

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -28,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
+from ..errors import Forbidden
 from ..inventory import Device, Inventory, Node
 from ..models import JobSpec, JobStatus
 from ..quantities import parse_cpu, parse_memory
 from ..store.records import JobRecord
+from .accounts import find_account
 from .base import ABSENT, STARTING, Executor, LaunchError, Observation, Phase
 from .gpus import discover_nvml, simulated_devices
 from .runner import kill_job_processes, signal_job_processes
@@ -45,6 +46,7 @@ RUNNER_APPEAR_SECONDS = 10.0
 UTILIZATION_REFRESH_SECONDS = 5.0
 # After the grace period, how long more a stopped job may take before runner and group are killed.
 KILL_MARGIN_SECONDS = 1.0
+RUNNER_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -111,6 +113,12 @@ def _is_runner_of(pid: int, job_dir: Path) -> bool:
     return cwd == os.path.realpath(job_dir) and any(arg.endswith(b"/" + RUNNER.name.encode()) for arg in argv)
 
 
+def _service_dir(path: Path) -> None:
+    """A folder of the service's that job accounts may pass through but not list (mode 0711)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o711)  # noqa: S103 - traversable, not listable: the point
+
+
 def _signal(pid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signum)
@@ -137,7 +145,9 @@ class LocalExecutor(Executor):
     # --- inventory ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        # Job accounts may pass through to their own work folders, but list and read nothing else.
+        for folder in (self.settings.data_dir, self.settings.jobs_dir):
+            _service_dir(folder)
         real = (
             await asyncio.to_thread(discover_nvml, self.settings.gpu_type_aliases)
             if self.settings.nvml
@@ -193,16 +203,17 @@ class LocalExecutor(Executor):
     def _job_dir(self, job_id: str) -> Path:
         return self.settings.jobs_dir / job_id
 
-    def _account(self, username: str) -> pwd.struct_passwd | None:
-        if not self.settings.run_as_user or os.geteuid() != 0:
-            return None
-        try:
-            account = pwd.getpwnam(username)
-        except KeyError:
-            return None
-        return account if account.pw_uid != 0 else None
+    def _work_dir(self, job_id: str) -> Path:
+        return self._job_dir(job_id) / "work"
 
-    def _environment(self, job: JobRecord, spec: JobSpec, home: Path, job_dir: Path) -> dict[str, str]:
+    def account_problem(self, username: str) -> str | None:
+        try:
+            find_account(self.settings, username)
+        except Forbidden as exc:
+            return exc.message
+        return None
+
+    def _environment(self, job: JobRecord, spec: JobSpec, home: Path, work_dir: Path) -> dict[str, str]:
         devices = {device.index: device for device in self._devices}
         simulated = [index for index in job.gpus if devices.get(index) and devices[index].simulated]
         env = {
@@ -227,25 +238,34 @@ class LocalExecutor(Executor):
             threads = str(max(1, math.ceil(parse_cpu(spec.cpu_limit))))
             env.update({name: threads for name in _THREAD_VARIABLES})
         if spec.requirements:
-            env["PYTHONPATH"] = str(job_dir / "site")
+            env["PYTHONPATH"] = str(work_dir / "site")
         env.update(spec.environment)
         return env
 
     def _launch_plan(self, job: JobRecord, job_dir: Path) -> dict[str, Any]:
+        """What the runner needs (launch.json).  The job folder is the service's (the runner's state,
+        the log); ``work/`` inside it is the job account's own (the inline script, installed
+        requirements, the working folder when the user has no home)."""
         spec = job.job_spec
+        try:
+            account = find_account(self.settings, job.user)
+        except Forbidden as exc:  # the configuration changed since it was admitted
+            raise LaunchError(exc.message) from exc
         home = self.settings.home_of(job.user)
+        work_dir = self._work_dir(job.job_id)
+        work_dir.mkdir(mode=0o700, exist_ok=True)
         if spec.script is not None:
-            script_file = job_dir / "script.py"
+            script_file = work_dir / "script.py"
             script_file.write_text(spec.script, encoding="utf-8")
             argv = [self.python, str(script_file), *spec.args]
         else:
             assert spec.script_path is not None
             argv = [self.python, spec.script_path, *spec.args]
-        cwd = spec.working_dir or (str(home) if home.is_dir() else str(job_dir))
+        cwd = spec.working_dir or (str(home) if home.is_dir() else str(work_dir))
         plan: dict[str, Any] = {
             "job_id": job.job_id,
             "argv": argv,
-            "env": self._environment(job, spec, home, job_dir),
+            "env": self._environment(job, spec, home, work_dir),
             "cwd": cwd,
             "timeout_seconds": spec.timeout_seconds,
             "memory_limit": spec.memory_limit,
@@ -255,6 +275,7 @@ class LocalExecutor(Executor):
             "requirements": spec.requirements,
             "pip_argv": None,
             "uid": None,
+            "cgroups": self.settings.job_cgroups,
         }
         if spec.requirements:
             plan["pip_argv"] = [
@@ -262,8 +283,11 @@ class LocalExecutor(Executor):
                 "-m",
                 "pip",
                 "install",
+                # Neither the user's pip configuration nor the environment steers the install: only the
+                # operator's options below do.
+                "--isolated",
                 "--target",
-                str(job_dir / "site"),
+                str(work_dir / "site"),
                 "--no-input",
                 "--disable-pip-version-check",
                 "--no-warn-script-location",
@@ -272,15 +296,10 @@ class LocalExecutor(Executor):
                 *self.settings.pip_extra_args,
                 *spec.requirements,
             ]
-        account = self._account(job.user)
         if account is not None:
-            plan.update(
-                uid=account.pw_uid,
-                gid=account.pw_gid,
-                groups=[g for g in os.getgrouplist(account.pw_name, account.pw_gid) if g != account.pw_gid],
-            )
-            for path in (job_dir, *job_dir.iterdir()):
-                os.chown(path, account.pw_uid, account.pw_gid)
+            plan.update(uid=account.uid, gid=account.gid, groups=list(account.groups))
+            for path in (work_dir, *work_dir.iterdir()):
+                os.chown(path, account.uid, account.gid)
         return plan
 
     async def launch(self, job: JobRecord) -> None:
@@ -295,7 +314,7 @@ class LocalExecutor(Executor):
         launch_file = job_dir / "launch.json"
         if launch_file.exists() or (job_dir / "cancel").exists():
             return  # handed over before, or stopped before it could be: never start it (again)
-        job_dir.mkdir(parents=True, exist_ok=True)
+        _service_dir(job_dir)
         try:
             plan = self._launch_plan(job, job_dir)
         except (ValueError, KeyError, LookupError) as exc:
@@ -326,6 +345,8 @@ class LocalExecutor(Executor):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                # Not the service's environment (its hub token): the runner sets the job's from launch.json.
+                env=RUNNER_ENVIRONMENT,
             )
         finally:
             if job_dir:
@@ -438,7 +459,7 @@ class LocalExecutor(Executor):
         SIGTERM (it passes it on to the job at once, and kills the job after the grace period), and
         once the grace period is over, SIGKILL the runner and every process of the job."""
         job_dir = self._job_dir(job_id)
-        job_dir.mkdir(parents=True, exist_ok=True)
+        _service_dir(job_dir)
         (job_dir / "cancel").touch()
         now = time.monotonic()
         first = self._stop_asked.setdefault(job_id, now)

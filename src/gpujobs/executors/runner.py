@@ -14,6 +14,12 @@ Files in JOB_DIR:
   result.json   written last, atomically: {"reason", "exit_code", "message", "attempts", "at"}
   cancel        written by the executor to stop the job: a runner that finds it never starts the
                 job's code (it is checked before every start and while the code runs)
+  work/         the job account's own folder (the inline script, installed requirements); all the
+                files above are the service's, which the job cannot change
+
+The runner runs as the service's account (root, on a shared machine) and starts the job's processes
+as the job's account, in the job's own cgroups where the machine has them (``jobgroup.py``); it is the
+subreaper of everything the job starts, and nothing of the job outlives the runner's result.
 
 Nothing here goes through a shell: argv lists only.
 """
@@ -27,11 +33,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
 POLL = 0.05
+
+if __package__:
+    from .jobgroup import JobGroup, become_subreaper, descendants, marked_processes, rss_bytes
+else:  # run as a script (python -I -S runner.py): its folder is not on the path
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    from jobgroup import JobGroup, become_subreaper, descendants, marked_processes, rss_bytes  # type: ignore[no-redef]
 
 
 def process_start_time(pid: int) -> int | None:
@@ -44,47 +55,10 @@ def process_start_time(pid: int) -> int | None:
     return int(data[data.rfind(b")") + 2 :].split()[19])
 
 
-def group_members(pgid: int) -> Iterator[tuple[str, list[bytes]]]:
-    """(pid, the fields of /proc/PID/stat after the name) of every process in a process group."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                data = handle.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2 :].split()
-        if int(fields[2]) == pgid:
-            yield entry.name, fields
-
-
-def group_rss_bytes(pgid: int) -> int:
-    """Resident memory of every process in a process group (the job and what it started)."""
-    return sum(int(fields[21]) * PAGE for _pid, fields in group_members(pgid))
-
-
 def job_processes(job_id: str, uid: int | None = None) -> list[int]:
-    """Every live process of a job, wherever it went (a new session, a new process group): they all
-    carry the job's id in their environment, which gpujobs sets and no other process has.  Only
-    processes of ``uid`` (the job's account) are looked into, when it is given.
-
-    (A process that clears its environment is not found: only a cgroup per job would find it.)"""
-    marker = f"GPUJOBS_JOB_ID={job_id}".encode()
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if uid is not None and entry.stat().st_uid != uid:
-                continue
-            with open(f"/proc/{entry.name}/environ", "rb") as handle:
-                environment = handle.read()  # empty for a zombie: it is gone already
-        except OSError:
-            continue
-        if marker in environment.split(b"\0"):
-            found.append(int(entry.name))
-    return found
+    """Every live process of a job that this process can find without its runner: those in the job's
+    cgroup, and those that carry the job's id in their environment (only ``uid``'s, when given)."""
+    return sorted(set(JobGroup.existing(job_id).members()) | set(marked_processes(job_id, uid)))
 
 
 def signal_job_processes(job_id: str, signum: int, uid: int | None = None) -> int:
@@ -96,12 +70,12 @@ def signal_job_processes(job_id: str, signum: int, uid: int | None = None) -> in
     return len(pids)
 
 
-def kill_job_processes(job_id: str, uid: int | None = None) -> None:
-    """End every process of the job.  First freeze them (SIGSTOP) until a look finds none that is not
-    frozen, so that a process forking as fast as it can is caught too, then SIGKILL them all."""
+def kill_all(find: Callable[[], Iterable[int]]) -> None:
+    """End every process ``find`` names.  First freeze them (SIGSTOP) until a look finds none that is
+    not frozen, so that a process forking as fast as it can is caught too, then SIGKILL them all."""
     frozen: set[int] = set()
     for _ in range(100):
-        fresh = set(job_processes(job_id, uid)) - frozen
+        fresh = set(find()) - frozen
         if not fresh:
             break
         for pid in fresh:
@@ -112,9 +86,35 @@ def kill_job_processes(job_id: str, uid: int | None = None) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     for _ in range(20):  # whatever slipped through meanwhile
-        if not signal_job_processes(job_id, signal.SIGKILL, uid):
+        left = list(find())
+        if not left:
             return
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         time.sleep(0.01)
+
+
+def kill_job_processes(job_id: str, uid: int | None = None) -> None:
+    """End every process of a job whose runner is gone, and remove its cgroups."""
+    group = JobGroup.existing(job_id)
+    group.kill()
+    kill_all(lambda: marked_processes(job_id, uid))
+    group.remove()
+
+
+def reap_orphans(keep: int | None) -> None:
+    """Collect the exit status of ended descendants that were re-parented to us (we are their
+    subreaper), but never of ``keep``: that one's status belongs to its Popen."""
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid == keep:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(info.si_pid, 0)
 
 
 def write_json(path: str, content: dict[str, Any]) -> None:
@@ -131,6 +131,9 @@ class Runner:
         self.job_dir = job_dir
         with open(os.path.join(job_dir, "launch.json"), encoding="utf-8") as handle:
             self.launch: dict[str, Any] = json.load(handle)
+        self.job_id: str = self.launch["job_id"]
+        uid = self.launch.get("uid")
+        self.uid: int = os.geteuid() if uid is None else uid
         self.cancelled = False
         self.current: subprocess.Popen[bytes] | None = None  # the process running now (pip or the job)
         self.term_sent = False  # whether it has had its SIGTERM already
@@ -138,6 +141,9 @@ class Runner:
         timeout = self.launch.get("timeout_seconds")
         self.deadline = self.started + timeout if timeout else None
         self.log = open(os.path.join(job_dir, "output.log"), "ab", buffering=0)  # noqa: SIM115
+        wants_cgroups = self.launch.get("cgroups", True)
+        memory = self.launch.get("memory_bytes")
+        self.group = JobGroup.create(self.job_id, memory) if wants_cgroups else JobGroup(self.job_id, {})
 
     def cancel_requested(self) -> bool:
         if not self.cancelled and os.path.exists(os.path.join(self.job_dir, "cancel")):
@@ -147,24 +153,43 @@ class Runner:
     def say(self, text: str) -> None:
         self.log.write(f"[gpujobs] {text}\n".encode())
 
-    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+    def processes(self) -> list[int]:
+        """Every live process of the job: its cgroup's members; without a cgroup, our descendants (we
+        are their subreaper, so a double fork comes back to us) and whatever carries the job's id."""
+        if self.group.tracks:
+            return self.group.members()
+        return sorted(set(descendants(os.getpid())) | set(marked_processes(self.job_id, self.uid)))
+
+    def _enter_job(self) -> None:
+        """In the child, before exec: into the job's cgroups (as root), then the job's account.  Not
+        Popen's user=/group=: those switch before this runs, and only root may join a cgroup."""
+        self.group.join()
         launch = self.launch
-        kwargs: dict[str, Any] = {}
         if launch.get("uid") is not None:
-            kwargs.update(user=launch["uid"], group=launch["gid"], extra_groups=launch.get("groups") or [])
+            os.setgroups(launch.get("groups") or [])
+            os.setgid(launch["gid"])
+            os.setuid(launch["uid"])
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         self.term_sent = False
         self.current = subprocess.Popen(
             argv,
-            cwd=launch["cwd"],
-            env=launch["env"],
+            cwd=self.launch["cwd"],
+            env=self.launch["env"],
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             process_group=0,
             close_fds=True,
-            **kwargs,
+            umask=0o022,  # the job's files as a login shell would make them (the service's umask is 077)
+            preexec_fn=self._enter_job,  # safe: the runner has one thread
         )
         return self.current
+
+    def _signal_all(self, signum: signal.Signals) -> None:
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
 
     def stop_now(self) -> None:
         """Called from the SIGTERM handler: the job hears of the stop at once, not at the next look."""
@@ -172,40 +197,43 @@ class Runner:
         process = self.current
         if process is not None and process.poll() is None and not self.term_sent:
             self.term_sent = True
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+            self._signal_all(signal.SIGTERM)
 
     def _stop_group(self, process: subprocess.Popen[bytes], first: signal.Signals) -> None:
-        try:
-            if not (first == signal.SIGTERM and self.term_sent):  # one SIGTERM, not two
-                os.killpg(process.pid, first)
-                self.term_sent = self.term_sent or first == signal.SIGTERM
-        except ProcessLookupError:
-            return
-        if first != signal.SIGKILL:
+        """``first`` to every process of the job (one SIGTERM, not two); after the grace period, or at
+        once for SIGKILL, everything is killed."""
+        if first == signal.SIGTERM:
+            if not self.term_sent:  # stop_now may have sent it already
+                self.term_sent = True
+                self._signal_all(signal.SIGTERM)
             grace_end = time.monotonic() + float(self.launch.get("grace_seconds", 5))
             while time.monotonic() < grace_end and process.poll() is None:
+                reap_orphans(process.pid)
                 time.sleep(POLL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        self._end_everything()
         process.wait()
 
     def _watch(self, process: subprocess.Popen[bytes]) -> str | None:
         """Wait for the process; return why gpujobs stopped it (Cancelled, Timeout, OOMKilled) or None.
-        Whatever it started ends with it, even what left its process group."""
+        Whatever it started ends with it, even what left its process group or session."""
+        oom_kills_before = self.group.oom_kills()
         try:
-            return self._wait(process)
+            stopped = self._wait(process)
         finally:
-            self._end_leftovers(process)
+            self._end_everything()
+        if stopped is None and process.returncode != 0 and self.group.oom_kills() > oom_kills_before:
+            return "OOMKilled"  # the kernel enforced the memory limit
+        return stopped
 
-    def _end_leftovers(self, process: subprocess.Popen[bytes]) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        uid = self.launch.get("uid")
-        kill_job_processes(self.launch["job_id"], os.geteuid() if uid is None else uid)
+    def _end_everything(self) -> None:
+        self.group.kill()
+        kill_all(self.processes)
+        current = self.current
+        reap_orphans(current.pid if current is not None and current.returncode is None else None)
 
     def _wait(self, process: subprocess.Popen[bytes]) -> str | None:
-        memory_limit = self.launch.get("memory_bytes")
+        # Without a kernel limit, the runner polls: the whole tree's resident memory counts.
+        memory_limit = None if self.group.memory else self.launch.get("memory_bytes")
         next_memory_check = 0.0
         while True:
             try:
@@ -214,6 +242,7 @@ class Runner:
                 return "Cancelled" if self.cancel_requested() else None
             except subprocess.TimeoutExpired:
                 pass
+            reap_orphans(process.pid)
             now = time.monotonic()
             if self.cancel_requested():
                 self._stop_group(process, signal.SIGTERM)
@@ -223,7 +252,7 @@ class Runner:
                 return "Timeout"
             if memory_limit and now >= next_memory_check:
                 next_memory_check = now + 0.1
-                if group_rss_bytes(process.pid) > memory_limit:
+                if rss_bytes(self.processes()) > memory_limit:
                     self._stop_group(process, signal.SIGKILL)
                     return "OOMKilled"
 
@@ -353,6 +382,7 @@ def main(argv: list[str]) -> int:
         os.path.join(job_dir, "runner.json"),
         {"pid": os.getpid(), "start_time": process_start_time(os.getpid())},
     )
+    become_subreaper()
     runner = Runner(job_dir)
     runner.cancelled = bool(stop_asked)
     try:
@@ -365,6 +395,7 @@ def main(argv: list[str]) -> int:
             "message": f"could not start: {exc}",
             "attempts": 0,
         }
+    runner.group.remove()
     result["at"] = time.time()
     write_json(os.path.join(job_dir, "result.json"), result)
     return 0

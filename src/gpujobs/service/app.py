@@ -23,7 +23,7 @@ from ..scheduler.loop import SchedulerLoop
 from ..store import Store
 from ..store.live import LiveJobs
 from .auth import HubAuthenticator
-from .health import DataDirLock, LoopLag, Maintenance
+from .health import DataDirLock, LoopLag, Maintenance, protect_data_dir
 from .jobs import JobService
 from .metrics import Metrics
 from .responses import BodyLimit, on_domain_error, on_http_error, on_unexpected, on_validation_error
@@ -54,7 +54,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        protect_data_dir(settings.data_dir)
         lock = DataDirLock(settings.data_dir)
         lock.acquire()
         store = Store(settings.database)

@@ -181,6 +181,9 @@ class JobService:
             )
             if earlier is not None:
                 return Submitted(earlier, created=False)
+        refusal = self.executor.account_problem(user.name)
+        if refusal:
+            raise Forbidden(refusal)
         rule = resolve(self.settings.quotas, user.name, user.groups)
         pools = (
             [(p.gpu_type, p.gpus_per_node) for p in self.settings.pools]

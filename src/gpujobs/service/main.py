@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -14,6 +15,9 @@ from .app import create_app
 
 def serve(config_file: str | None = None, **overrides: Any) -> int:
     settings = load_settings(config_file, **overrides)
+    # What the service writes (the database, logs, the audit log) is its own: jobs run as other
+    # accounts and must not read it.
+    os.umask(0o077)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

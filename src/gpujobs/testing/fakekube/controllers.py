@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ...executors.runner import group_rss_bytes
+from ...executors.jobgroup import descendants, rss_bytes
 from ...quantities import QuantityError, parse_cpu, parse_memory
 from .store import Store, now_iso
 
@@ -392,7 +392,7 @@ class Simulator:
                 await asyncio.wait_for(process.wait(), timeout=0.1)
                 break
             except asyncio.TimeoutError:
-                if limit_bytes and group_rss_bytes(process.pid) > limit_bytes:
+                if limit_bytes and rss_bytes([process.pid, *descendants(process.pid)]) > limit_bytes:
                     oom = True
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(process.pid, signal.SIGKILL)

@@ -1,0 +1,84 @@
+"""Which system account a local job runs as: never root, never silently the service's own.
+
+The rule, in order:
+
+1. The service is not root: it cannot switch accounts, so jobs run as the service's own account, but
+   only where the operator said so (``jobs_as_service_account``: a single-user machine); otherwise
+   every submission is refused, because jobs would read everything the service reads.
+2. The account named by ``job_account_template`` (``{username}`` by default; ``jupyter-{username}`` the
+   way The Littlest JupyterHub names them), if it exists and is not root.
+3. ``job_account_fallback``: one unprivileged account for the users who have none.
+4. ``jobs_as_service_account``: the service's own account (when the service is root, that is root:
+   for tests and throw-away machines only; the service warns at start).
+5. Otherwise the submission is refused with a 403 that says why.
+
+``find_account`` is the only place that decides; it reads the account database and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass
+
+from ..config import Settings
+from ..errors import Forbidden
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]  # supplementary groups, without the primary one
+
+
+def _account(entry: pwd.struct_passwd) -> Account:
+    groups = tuple(g for g in os.getgrouplist(entry.pw_name, entry.pw_gid) if g != entry.pw_gid)
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)
+
+
+def _lookup(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def account_name(settings: Settings, username: str) -> str:
+    return settings.job_account_template.format(username=username)
+
+
+def find_account(settings: Settings, username: str, *, euid: int | None = None) -> Account | None:
+    """The account ``username``'s jobs run as; None means the service's own account.  Raises
+    ``Forbidden`` (with the reason, for the user and the operator) when no allowed account exists."""
+    euid = os.geteuid() if euid is None else euid
+    if euid != 0:
+        if settings.jobs_as_service_account:
+            return None
+        raise Forbidden(
+            "gpujobs runs as an unprivileged account and cannot run jobs under their users' own accounts; "
+            "the operator may set jobs_as_service_account for a single-user machine"
+        )
+    wanted = account_name(settings, username)
+    entry = _lookup(wanted)
+    if entry is not None and entry.pw_uid != 0:
+        return _account(entry)
+    if entry is not None:
+        raise Forbidden(
+            f"the system account {wanted!r} for {username} is root: gpujobs never runs jobs as root"
+        )
+    fallback = settings.job_account_fallback
+    if fallback:
+        entry = _lookup(fallback)
+        if entry is None:
+            raise Forbidden(f"the fallback account {fallback!r} (job_account_fallback) does not exist")
+        if entry.pw_uid == 0:
+            raise Forbidden(f"the fallback account {fallback!r} is root: gpujobs never runs jobs as root")
+        return _account(entry)
+    if settings.jobs_as_service_account:
+        return None
+    raise Forbidden(
+        f"there is no system account {wanted!r} for {username}, and the operator has set no fallback "
+        "account (job_account_fallback): ask them to create one"
+    )
