@@ -19,20 +19,27 @@ from .models import GpuDevice, GpuNodeView, GpuStatus, GpuTypeSummary
 from .store.records import JobRecord
 
 OTHER_WORKLOADS = "other-workloads"  # the holder shown for GPUs that pods outside gpujobs hold
+OTHER_USERS = "other-users"  # the holder a user sees for GPUs that other users' jobs hold
 _TYPES_JSON = TypeAdapter(list[GpuTypeSummary])
 _DATETIME_JSON = TypeAdapter(datetime)
 _STR_JSON = TypeAdapter(str)
 
 
-def holders(active_jobs: Sequence[JobRecord]) -> dict[tuple[str, str], str]:
-    """(node, device index) → the job holding it."""
-    return {(job.node, index): job.job_id for job in active_jobs if job.node for index in job.gpus}
+def holders(active_jobs: Sequence[JobRecord], viewer: str | None = None) -> dict[tuple[str, str], str]:
+    """(node, device index) → the job holding it, as ``viewer`` may see it: their own jobs by id,
+    other users' as ``OTHER_USERS``.  ``viewer`` None (an admin) sees every id."""
+    return {
+        (job.node, index): job.job_id if viewer is None or job.user == viewer else OTHER_USERS
+        for job in active_jobs
+        if job.node
+        for index in job.gpus
+    }
 
 
 def _held(
-    active_jobs: Sequence[JobRecord], external: Mapping[str, Sequence[str]] | None
+    active_jobs: Sequence[JobRecord], external: Mapping[str, Sequence[str]] | None, viewer: str | None
 ) -> dict[tuple[str, str], str]:
-    held = holders(active_jobs)
+    held = holders(active_jobs, viewer)
     for node_name, indices in (external or {}).items():
         for index in indices:
             held[(node_name, index)] = OTHER_WORKLOADS
@@ -101,6 +108,14 @@ def _summaries(per_type: Mapping[str, list[int]], queued_demand: Mapping[str, in
     ]
 
 
+def _with_others(node: Node, held: Mapping[str, str], by_others: Mapping[str, int]) -> dict[str, str]:
+    """``held`` plus the slots that workloads outside gpujobs hold on ``node``."""
+    with_others = dict(held)
+    for index in slots_held_by_others(node, with_others, by_others):
+        with_others[index] = OTHER_WORKLOADS
+    return with_others
+
+
 def _by_node(held: Mapping[tuple[str, str], str]) -> dict[str, dict[str, str]]:
     by_node: dict[str, dict[str, str]] = {}
     for (node_name, index), holder in held.items():
@@ -115,9 +130,11 @@ def build_gpu_status(
     *,
     include_nodes: bool = True,
     external: Mapping[str, Sequence[str]] | None = None,
+    viewer: str | None = None,
 ) -> GpuStatus:
-    """``external``: per node, device slots held by workloads that are not gpujobs jobs."""
-    held = _by_node(_held(active_jobs, external))
+    """``external``: per node, device slots held by workloads that are not gpujobs jobs.  ``viewer``:
+    the user asking, who sees only their own job ids (None: an admin, who sees all)."""
+    held = _by_node(_held(active_jobs, external, viewer))
     per_type: dict[str, list[int]] = {}
     nodes = []
     for node in inventory.nodes:
@@ -153,6 +170,7 @@ class _Remembered:
     signature: tuple[Any, ...]  # what holds its GPUs: (others' devices per type, our jobs' devices)
     part: _NodePart
     fragment: bytes  # its entry in gpu_nodes, as JSON
+    public_fragment: bytes  # the same with every job id shown as OTHER_USERS
 
 
 class GpuStatusCache:
@@ -168,7 +186,9 @@ class GpuStatusCache:
         self._nodes: dict[str, _Remembered] = {}
         self._totals: dict[str, list[int]] = {}
         self._last: tuple[Any, ...] | None = None
-        self._answers: dict[bool, RenderedStatus] = {}
+        self._answers: dict[tuple[bool, bool], RenderedStatus] = {}  # (include_nodes, public) → answer
+        self._active: Sequence[JobRecord] = ()
+        self._holds: Mapping[str, Mapping[str, int]] = {}
 
     def render(
         self,
@@ -178,9 +198,12 @@ class GpuStatusCache:
         *,
         include_nodes: bool,
         holds: Mapping[str, Mapping[str, int]],
+        viewer: str | None = None,
     ) -> RenderedStatus:
         """``holds``: per node, how many devices of each type workloads that are not gpujobs jobs hold
-        (which slots they are shown in is ``slots_held_by_others``, as the scheduler counts them)."""
+        (which slots they are shown in is ``slots_held_by_others``, as the scheduler counts them).
+        ``viewer``: as in ``build_gpu_status``; the nodes where the viewer's own jobs run are rendered
+        for them, every other node comes from the shared public rendering."""
         held_by_jobs = tuple((job.job_id, job.node, tuple(job.gpus)) for job in active_jobs if job.node)
         key = (held_by_jobs, dict(queued_demand))
         # ``holds`` is compared by identity first: executors hand out a new mapping when it changes.
@@ -193,9 +216,15 @@ class GpuStatusCache:
             self._last = (inventory, holds, *key)
             self._answers = {}
             self._update(inventory, active_jobs, holds)
-        answer = self._answers.get(include_nodes)
+        own = {job.node for job in active_jobs if job.node and job.gpus and job.user == viewer}
+        if own and include_nodes:  # this viewer's own ids are in the answer: made for them alone
+            return self._assemble(inventory, queued_demand, include_nodes, public=True, own=(viewer, own))
+        public = viewer is not None
+        answer = self._answers.get((include_nodes, public))
         if answer is None:
-            answer = self._answers[include_nodes] = self._assemble(inventory, queued_demand, include_nodes)
+            answer = self._answers[(include_nodes, public)] = self._assemble(
+                inventory, queued_demand, include_nodes, public=public
+            )
         return answer
 
     def _update(
@@ -213,15 +242,18 @@ class GpuStatusCache:
                 continue
             if known is not None:
                 self._count(known.part, -1)
-            held = dict(on_node or {})
-            for index in slots_held_by_others(node, held, by_others):
-                held[index] = OTHER_WORKLOADS
-            part = _node_part(node, held)
-            after[node.name] = _Remembered(node, signature, part, part.view.model_dump_json().encode())
+            part = _node_part(node, _with_others(node, on_node or {}, by_others))
+            public = _node_part(
+                node, _with_others(node, dict.fromkeys(on_node or {}, OTHER_USERS), by_others)
+            )
+            fragments = (part.view.model_dump_json().encode(), public.view.model_dump_json().encode())
+            after[node.name] = _Remembered(node, signature, part, *fragments)
             self._count(part, +1)
         for gone in before.values():
             self._count(gone.part, -1)
         self._nodes = after
+        self._active = active_jobs
+        self._holds = holds
 
     def _count(self, part: _NodePart, sign: int) -> None:
         for gpu_type, total, available, used in part.per_type:
@@ -232,14 +264,30 @@ class GpuStatusCache:
             if counts == [0, 0, 0]:
                 del self._totals[gpu_type]
 
+    def _fragment(self, node: Node, public: bool, own: tuple[str | None, set[str]] | None) -> bytes:
+        remembered = self._nodes[node.name]
+        if not public:
+            return remembered.fragment
+        if own is None or node.name not in own[1]:
+            return remembered.public_fragment
+        mine = _by_node(holders(self._active, own[0])).get(node.name, {})
+        by_others = self._holds.get(node.name) or {}
+        return _node_part(node, _with_others(node, mine, by_others)).view.model_dump_json().encode()
+
     def _assemble(
-        self, inventory: Inventory, queued_demand: Mapping[str, int], include_nodes: bool
+        self,
+        inventory: Inventory,
+        queued_demand: Mapping[str, int],
+        include_nodes: bool,
+        *,
+        public: bool,
+        own: tuple[str | None, set[str]] | None = None,
     ) -> RenderedStatus:
         summaries = _summaries(self._totals, queued_demand)
         total = sum(s.total for s in summaries)
         available = sum(s.available for s in summaries)
         used = sum(s.used for s in summaries)
-        fragments = [self._nodes[node.name].fragment for node in inventory.nodes] if include_nodes else []
+        fragments = [self._fragment(node, public, own) for node in inventory.nodes] if include_nodes else []
         body = b"".join(
             [
                 b'{"total_gpus":%d,"available_gpus":%d,"used_gpus":%d,"gpu_types":'

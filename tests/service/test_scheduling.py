@@ -96,7 +96,8 @@ def test_priority_order_and_backfill_around_a_reservation(world, tmp_path) -> No
     # A long job would still be running when the blocker ends at the latest: it must not take the free a100.
     long = erin.submit_ok(**script("print('long')", gpu_count=1, gpu_type="a100", timeout_seconds=600))
     long_view = wait_for(lambda: (v := erin.status(long["job_id"]))["queue_position"] and v, what="a cycle")
-    assert long_view["message"].startswith(f"waiting behind {big['job_id']}, which has a reservation on")
+    # Another user's job, not named by its id (tenancy).
+    assert long_view["message"].startswith("waiting behind another user's job, which has a reservation on")
     # A short one ends before that: it backfills at once.
     short = erin.submit_ok(**script("print('short')", gpu_count=1, gpu_type="a100", timeout_seconds=30))
     erin.wait_status(short["job_id"], "completed")

@@ -4,6 +4,7 @@ plain definition does, however the cluster and the jobs change between questions
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from datetime import datetime, timezone
 
@@ -20,9 +21,9 @@ def node(name: str, gpu_type: str = "a100-80gb", gpus: int = 4, **extra: object)
     return Node(name=name, devices=devices, **extra)  # type: ignore[arg-type]
 
 
-def running(job_id: str, on: str, *gpus: str):
+def running(job_id: str, on: str, *gpus: str, user: str = "alice"):
     values = new_job_values(
-        job_id=job_id, user="alice", groups=[], name=job_id, priority="normal", gpu_required=True,
+        job_id=job_id, user=user, groups=[], name=job_id, priority="normal", gpu_required=True,
         gpu_count=len(gpus), gpu_type="any", cpu_request=0.0, spec={}, created_at=NOW,
     )  # fmt: skip
     values.update(status="running", node=on, gpus=list(gpus))
@@ -55,9 +56,13 @@ def test_the_cache_answers_as_the_definition_does_through_changes() -> None:
 
     def check(inv: Inventory) -> None:
         external = external_devices(inv, active, holds)
-        for include_nodes in (True, False):
-            rendered = cache.render(inv, active, demand, include_nodes=include_nodes, holds=holds)
-            expected = build_gpu_status(inv, active, demand, include_nodes=include_nodes, external=external)
+        for include_nodes, viewer in itertools.product((True, False), (None, "alice", "bob", "carol")):
+            rendered = cache.render(
+                inv, active, demand, include_nodes=include_nodes, holds=holds, viewer=viewer
+            )
+            expected = build_gpu_status(
+                inv, active, demand, include_nodes=include_nodes, external=external, viewer=viewer
+            )
             assert json.loads(rendered.body) == json.loads(expected.model_dump_json())
             assert rendered.body == expected.model_dump_json().encode()
             assert (rendered.total_gpus, rendered.available_gpus) == (
@@ -68,8 +73,8 @@ def test_the_cache_answers_as_the_definition_does_through_changes() -> None:
     first = inventory(*nodes)
     check(first)
     check(first)  # asked again: the same
-    active = [*active, running("j2", "n3", "1", "2")]
-    check(first)  # a job started
+    active = [*active, running("j2", "n3", "1", "2", user="bob"), running("j3", "n1", "2", user="bob")]
+    check(first)  # jobs started: bob's, one beside alice's
     demand = {"a100": 2}
     check(first)  # demand changed
     nodes[4] = dataclasses.replace(nodes[4], schedulable=False)
@@ -78,6 +83,20 @@ def test_the_cache_answers_as_the_definition_does_through_changes() -> None:
     check(inventory(*nodes[:3]))  # nodes went away
     active = []
     check(inventory(*nodes[:3]))
+
+
+def test_users_see_only_their_own_job_ids_and_admins_see_all() -> None:
+    inv = inventory(node("a"))
+    active = [running("mine", "a", "0", user="alice"), running("theirs", "a", "1", user="bob")]
+
+    def holders_as(viewer: str | None) -> list[str | None]:
+        rendered = GpuStatusCache().render(inv, active, {}, include_nodes=True, holds={}, viewer=viewer)
+        return [d["job_id"] for d in json.loads(rendered.body)["gpu_nodes"][0]["devices"]]
+
+    assert holders_as("alice") == ["mine", "other-users", None, None]
+    assert holders_as("bob") == ["other-users", "theirs", None, None]
+    assert holders_as("carol") == ["other-users", "other-users", None, None]
+    assert holders_as(None) == ["mine", "theirs", None, None]
 
 
 def test_the_cache_does_not_build_twice_for_the_same_question() -> None:

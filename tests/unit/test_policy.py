@@ -267,8 +267,17 @@ def test_a_small_job_backfills_only_if_it_ends_before_the_reservation() -> None:
     long = job("long", priority=1, limit=3 * HOUR)
     decision = decide(jobs(big, long, short), snapshot)
     assert admitted(decision) == {"short": "n"}
-    assert reasons(decision)["long"] == "waiting behind big, which has a reservation on n"
+    assert reasons(decision)["long"] == "waiting behind your job big, which has a reservation on n"
     assert reasons(decision)["big"] == "no free GPU: 1 of 2 free, 2 needed"
+
+
+def test_a_job_waiting_behind_another_users_reservation_is_not_told_its_id() -> None:
+    nodes = (node("n", "a100", "a100"),)
+    snapshot = Snapshot(nodes=nodes, running=(running("r", "n", "0", ends_at=2 * HOUR),), now=0.0)
+    big = job("big", gpus=2, priority=2, limit=HOUR, user="carol")
+    long = job("long", priority=1, limit=3 * HOUR, user="erin")
+    decision = decide(jobs(big, long), snapshot)
+    assert reasons(decision)["long"] == "waiting behind another user's job, which has a reservation on n"
 
 
 def test_a_job_the_shrunk_cluster_can_never_hold_neither_reserves_nor_blocks() -> None:

@@ -139,6 +139,7 @@ class Decision:
 @dataclass
 class _Reservation:
     job_id: str
+    user: str
     node: str
     starts_at: float
     gpu_type: str
@@ -470,7 +471,7 @@ def _reserve(
                 if when is not None:
                     break
         if when is not None and (best is None or when < best.starts_at):
-            best = _Reservation(request.job_id, name, when, request.gpu_type)
+            best = _Reservation(request.job_id, request.user, name, when, request.gpu_type)
     return best
 
 
@@ -568,7 +569,9 @@ def decide(requests: Sequence[Request], snapshot: Snapshot, config: PolicyConfig
             blocked_by[shape] = _blocking_reservation(request, capacity, reserved_nodes)
         blocker = blocked_by[shape]
         if blocker is not None:
-            wait(request, f"waiting behind {blocker.job_id}, which has a reservation on {blocker.node}")
+            # Another user's job is named by its user's side of the tenancy line: not by its id.
+            ahead = f"your job {blocker.job_id}" if blocker.user == request.user else "another user's job"
+            wait(request, f"waiting behind {ahead}, which has a reservation on {blocker.node}")
             continue
         if len(reservations) < config.max_reservations:
             if releases is None:

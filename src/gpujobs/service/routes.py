@@ -67,7 +67,9 @@ router = APIRouter()
 async def gpu_status(
     user: User, rt: Rt, nodes: Annotated[bool, Query(description="Include the per-node list.")] = True
 ) -> Response:
-    """GPUs in all, per type (with the demand of queued jobs) and per node/device."""
+    """GPUs in all, per type (with the demand of queued jobs) and per node/device.  A device's
+    ``job_id`` is the holding job's id for its owner and admins, ``other-users`` for anyone else, and
+    ``other-workloads`` for what runs outside gpujobs."""
     active = rt.live.holding()
     inventory = rt.executor.inventory()
     status = rt.gpu_status.render(
@@ -76,6 +78,7 @@ async def gpu_status(
         rt.scheduler.queued_demand,
         include_nodes=nodes,
         holds=rt.executor.external_holds(),
+        viewer=None if user.admin else user.name,  # a user sees only their own jobs' ids
     )
     return envelope(status.body, f"{status.available_gpus} of {status.total_gpus} GPUs available")
 
