@@ -126,6 +126,17 @@ class Settings(BaseSettings):
     )
     kube_shared_claim: str | None = Field(None, description="A PVC mounted at /shared in every job.")
 
+    api_docs: bool = Field(True, description="Serve the interactive API docs at /docs (from local files).")
+    cors_origins: StrList = Field(
+        default_factory=list, description="Origins other sites' pages may call the API from; none by default."
+    )
+    audit_log_max_bytes: int = Field(
+        10 * 1024 * 1024,
+        gt=0,
+        description="Size at which audit.log is rotated.",
+    )
+    audit_log_keep: int = Field(5, ge=1, description="Rotated audit logs kept.")
+
     auth_cache_seconds: float = 60.0
     admission_paused: bool = Field(False, description="Accept jobs but admit none (maintenance, benchmarks).")
     schedule_interval_seconds: float = 2.0
@@ -146,7 +157,13 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "shared_roots", "admin_users", "admin_groups", "pip_extra_args", "allowed_images", mode="before"
+        "shared_roots",
+        "admin_users",
+        "admin_groups",
+        "pip_extra_args",
+        "allowed_images",
+        "cors_origins",
+        mode="before",
     )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

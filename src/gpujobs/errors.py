@@ -32,7 +32,11 @@ class Forbidden(GpujobsError):
     """A valid token without the right to do this."""
 
 
-class JobNotFound(GpujobsError):
+class NotFound(GpujobsError):
+    """Nothing here (a page turned off by configuration, say)."""
+
+
+class JobNotFound(NotFound):
     """No such job, or one the caller may not see (we do not reveal which)."""
 
     def __init__(self, job_id: str) -> None:
@@ -57,7 +61,7 @@ HTTP_STATUS: dict[type[GpujobsError], int] = {
     PayloadTooLarge: 413,
     NotAuthenticated: 401,
     Forbidden: 403,
-    JobNotFound: 404,
+    NotFound: 404,
     IllegalTransition: 409,
     LimitExceeded: 429,
     DependencyUnavailable: 503,

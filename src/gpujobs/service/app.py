@@ -29,6 +29,7 @@ from .metrics import Metrics
 from .responses import BodyLimit, on_domain_error, on_http_error, on_unexpected, on_validation_error
 from .routes import router
 from .runtime import Runtime
+from .web import add_web
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def create_app(
         '`{"success", "data", "message", "timestamp"}`.',
         lifespan=lifespan,
         openapi_url=f"{prefix}/openapi.json",
-        docs_url=f"{prefix}/docs",
+        docs_url=None,  # served from local files instead (web.py, routes.api_docs)
         redoc_url=None,
     )
     app.add_exception_handler(GpujobsError, on_domain_error)
@@ -123,6 +124,7 @@ def create_app(
     app.add_exception_handler(Exception, on_unexpected)
     app.add_middleware(BodyLimit, limit=2 * settings.max_inline_script_bytes + 64 * 1024)
     app.include_router(router, prefix=prefix)
+    add_web(app, settings, prefix)
     _publish_spec_schema(app)
     return app
 

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, ValidationError
 
-from ..errors import Forbidden, InvalidSpec
+from ..errors import Forbidden, InvalidSpec, NotFound
 from ..gpustatus import holders
 from ..models import Envelope, GpuStatus, JobList, JobLogs, JobSpec, JobStatus, JobView
 from ..store import repository as repo
@@ -23,6 +23,7 @@ from .auth import HubUser, token_from_header
 from .health import assess
 from .responses import envelope, failure
 from .runtime import Runtime
+from .web import swagger_ui_folder
 
 # Declared for OpenAPI; the value is parsed by token_from_header ('token X' or 'Bearer X').
 _authorization = APIKeyHeader(
@@ -289,12 +290,21 @@ def _in_range(moment: datetime, field: str) -> datetime:
 
 
 _LANDING = (Path(__file__).with_name("landing.html")).read_bytes()
+_DOCS = (Path(__file__).with_name("docs.html")).read_bytes()
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def landing() -> Response:
     """What someone who follows the hub's Services menu here sees: where to use gpujobs from."""
     return HTMLResponse(_LANDING)
+
+
+@router.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+async def api_docs(rt: Rt) -> Response:
+    """Swagger UI from files installed with gpujobs (fastapi-offline's copy); off with api_docs: false."""
+    if not rt.settings.api_docs or swagger_ui_folder() is None:
+        raise NotFound("the interactive API docs are off here (api_docs); see openapi.json")
+    return HTMLResponse(_DOCS)
 
 
 @router.get("/healthz", response_model=Envelope[dict[str, Any]], tags=["service"])
