@@ -3,6 +3,7 @@ pass finds what happened to the jobs while the service was away) → scheduler."
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +23,8 @@ from ..reconciler import Reconciler
 from ..scheduler.loop import SchedulerLoop
 from ..store import Store
 from ..store.live import LiveJobs
+from .audit import AuditLog
+from .audit_routes import router as audit_router
 from .auth import HubAuthenticator
 from .health import DataDirLock, LoopLag, Maintenance, protect_data_dir
 from .jobs import JobService
@@ -71,6 +74,11 @@ def create_app(
         store.subscribe(jobs.on_commit)
         lag = LoopLag()
         maintenance = Maintenance(store)
+        audit_log = AuditLog(
+            settings.data_dir / "audit.log",
+            max_bytes=settings.audit_log_max_bytes,
+            keep=settings.audit_log_keep,
+        )
         app.state.runtime = Runtime(
             settings=settings,
             store=store,
@@ -83,6 +91,7 @@ def create_app(
             metrics=Metrics(),
             version=__version__,
             lag=lag,
+            audit=audit_log,
         )
         await executor.start()
         if run_loops:
@@ -90,6 +99,17 @@ def create_app(
             await scheduler.start()
         lag.start()
         maintenance.start()
+        audit_log.record(
+            "start",
+            user=None,
+            outcome="ok",
+            version=__version__,
+            executor=executor.name,
+            # Which configuration this start runs with: a changed digest is a changed configuration.
+            config_sha256=hashlib.sha256(
+                settings.model_dump_json(exclude={"hub_api_token"}).encode()
+            ).hexdigest(),
+        )
         log.info(
             "gpujobs %s ready: executor %s, GPUs from %s",
             __version__,
@@ -106,6 +126,7 @@ def create_app(
             await executor.close()
             await hub_client.aclose()
             store.close()
+            audit_log.close()
             lock.release()
 
     app = FastAPI(
@@ -124,6 +145,7 @@ def create_app(
     app.add_exception_handler(Exception, on_unexpected)
     app.add_middleware(BodyLimit, limit=2 * settings.max_inline_script_bytes + 64 * 1024)
     app.include_router(router, prefix=prefix)
+    app.include_router(audit_router, prefix=prefix)
     add_web(app, settings, prefix)
     _publish_spec_schema(app)
     return app

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import GpujobsError, http_status
 from ..models import JobSpec
+from .audit import audit_refusal
 
 log = logging.getLogger(__name__)
 _JSON = "application/json"
@@ -44,10 +45,13 @@ def failure(message: str, status: int, data: dict[str, Any] | None = None) -> Re
     return envelope(data, message, status=status, success=False)
 
 
-async def on_domain_error(_request: Request, exc: Exception) -> Response:
+async def on_domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GpujobsError)
     data = {"field": exc.field} if exc.field else None
-    return failure(exc.message, http_status(exc), data)
+    status = http_status(exc)
+    if status in (401, 403):
+        audit_refusal(request, status, exc.message)
+    return failure(exc.message, status, data)
 
 
 _SPEC_FIELDS = ", ".join(JobSpec.model_fields)

@@ -15,10 +15,11 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, ValidationError
 
-from ..errors import Forbidden, InvalidSpec, NotFound
+from ..errors import Forbidden, GpujobsError, InvalidSpec, NotFound, http_status
 from ..gpustatus import holders
 from ..models import Envelope, GpuStatus, JobList, JobLogs, JobSpec, JobStatus, JobView
 from ..store import repository as repo
+from .audit import audit
 from .auth import HubUser, token_from_header
 from .health import assess
 from .responses import envelope, failure
@@ -56,7 +57,9 @@ async def current_user(
 ) -> HubUser:
     token = token_from_header(request.headers.get("authorization"))
     rt: Runtime = request.app.state.runtime
-    return await rt.auth.user_for_token(token)
+    user = await rt.auth.user_for_token(token)
+    request.state.user = user.name  # for the audit of a refusal further on
+    return user
 
 
 User = Annotated[HubUser, Depends(current_user)]
@@ -122,12 +125,21 @@ async def submit_job(request: Request) -> Response:
     user = await current_user(request)
     rt: Runtime = request.app.state.runtime
     try:
-        spec = JobSpec.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
-    submitted = await rt.jobs.submit(user, spec, request.headers.get("idempotency-key"))
+        try:
+            spec = JobSpec.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+        submitted = await rt.jobs.submit(user, spec, request.headers.get("idempotency-key"))
+    except GpujobsError as exc:
+        audit(request, "submit", user=user.name, outcome=f"refused {http_status(exc)}: {exc.message}")
+        raise
+    except RequestValidationError:
+        audit(request, "submit", user=user.name, outcome="refused 422: invalid spec")
+        raise
     rt.metrics.submit_seconds.observe(time.perf_counter() - started)
     job = submitted.job
+    outcome = "created" if submitted.created else "repeat of an Idempotency-Key"
+    audit(request, "submit", user=user.name, outcome=outcome, job_id=job.job_id)
     if not submitted.created:
         return envelope(rt.jobs.view(job), f"job {job.job_id} (made by an earlier request with this key)")
     return envelope(rt.jobs.view(job), f"job {job.job_id} queued", status=201)
@@ -175,6 +187,7 @@ async def job_logs(
 async def list_jobs(
     user: User,
     rt: Rt,
+    request: Request,
     owner: Annotated[
         str | None, Query(alias="user", description="Whose jobs; admins may name anyone, or '*' for all.")
     ] = None,
@@ -187,6 +200,8 @@ async def list_jobs(
     jobs, next_cursor = await rt.jobs.list_jobs(
         user, owner=owner or None, statuses=statuses, limit=limit, cursor=cursor
     )
+    if owner and owner != user.name:  # an admin looking at other users' jobs
+        audit(request, "list-jobs", user=user.name, outcome="ok", of=owner[:300])
     page = JobList(jobs=[rt.jobs.view(job) for job in jobs], next_cursor=next_cursor)
     return envelope(page, f"{len(jobs)} job(s)")
 
@@ -194,11 +209,17 @@ async def list_jobs(
 @router.post(
     "/api/k8s/job/{job_id}/cancel", response_model=Envelope[JobView], responses=_ERRORS, tags=["jobs"]
 )
-async def cancel_job(job_id: str, user: User, rt: Rt) -> Response:
+async def cancel_job(job_id: str, user: User, rt: Rt, request: Request) -> Response:
     """Cancel a queued or running job: answered ``cancelled`` at once; its code never starts, or its
     processes get SIGTERM, then SIGKILL after a grace period; its GPUs are free once they are gone.
     Cancelling a cancelled job answers the same again; one that completed or failed is 409."""
-    job = await rt.jobs.cancel(user, job_id)
+    try:
+        job = await rt.jobs.cancel(user, job_id)
+    except GpujobsError as exc:
+        outcome = f"refused {http_status(exc)}: {exc.message}"
+        audit(request, "cancel", user=user.name, outcome=outcome, job_id=job_id[:64])
+        raise
+    audit(request, "cancel", user=user.name, outcome="cancelled", job_id=job_id, owner=job.user)
     return envelope(rt.jobs.view(job), f"job {job_id} cancelled")
 
 

@@ -11,6 +11,7 @@ from ..reconciler import Reconciler
 from ..scheduler.loop import SchedulerLoop
 from ..store import Store
 from ..store.live import LiveJobs
+from .audit import AuditLog
 from .auth import HubAuthenticator
 from .health import LoopLag
 from .jobs import JobService
@@ -30,4 +31,5 @@ class Runtime:
     metrics: Metrics
     version: str
     lag: LoopLag
+    audit: AuditLog
     gpu_status: GpuStatusCache = field(default_factory=GpuStatusCache)
