@@ -41,31 +41,42 @@ _TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLE
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Variables a job may not set: they would escape GPU pinning, load foreign code into the interpreter,
-# or impersonate what gpujobs and JupyterHub set.
+# Variables a job may not set: they would escape GPU pinning, load foreign code into the interpreter or
+# a shell, steer how requirements are installed, or impersonate what gpujobs and JupyterHub set.
+# (docs/operators/security.md lists them for users.)
 RESERVED_ENV = frozenset(
     {
         "PATH",
-        "PYTHONPATH",
-        "PYTHONHOME",
-        "PYTHONSTARTUP",
-        "LD_PRELOAD",
-        "LD_LIBRARY_PATH",
-        "LD_AUDIT",
-        "CUDA_DEVICE_ORDER",
         "HOME",
         "USER",
         "LOGNAME",
         "SHELL",
-        # A shell's or Python's hooks that load code of the caller's choosing.
+        "CUDA_DEVICE_ORDER",
+        # The interpreter: where it finds itself and its modules, and code it runs on its own.
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PYTHONINSPECT",
+        "PYTHONBREAKPOINT",
+        "PYTHONUSERBASE",
+        "PYTHONNOUSERSITE",
+        "PYTHONSAFEPATH",
+        "PYTHONEXECUTABLE",
+        "PYTHONPLATLIBDIR",
+        "PYTHONPYCACHEPREFIX",
+        # Shells' start-up files.
         "BASH_ENV",
         "ENV",
-        "PYTHONBREAKPOINT",
+        "ZDOTDIR",
+        # Where installers look for their configuration.
+        "XDG_CONFIG_HOME",
+        "XDG_CONFIG_DIRS",
     }
 )
 RESERVED_ENV_SUFFIXES = ("_VISIBLE_DEVICES",)
-# PIP_: the operator's pip settings (index, config file) decide where requirements come from.
-RESERVED_ENV_PREFIXES = ("GPUJOBS_", "JUPYTERHUB_", "LD_", "PIP_")
+# The operator's settings decide where requirements come from: pip's, uv's, conda's and the dynamic
+# loader's variables are refused whole.
+RESERVED_ENV_PREFIXES = ("GPUJOBS_", "JUPYTERHUB_", "LD_", "PIP_", "UV_", "CONDA_", "VIRTUAL_ENV")
 
 
 def env_name_problem(name: str) -> str | None:

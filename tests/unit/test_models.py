@@ -74,10 +74,27 @@ def test_good_requirements_pass() -> None:
         "PYTHONPATH",
         "GPUJOBS_JOB_ID",
         "JUPYTERHUB_API_TOKEN",
+        # They steer installers, shells and the interpreter.
+        "PIP_INDEX_URL",
+        "pip_extra_index_url",
+        "UV_INDEX_URL",
+        "CONDA_PKGS_DIRS",
+        "VIRTUAL_ENV",
+        "PYTHONINSPECT",
+        "PYTHONHOME",
+        "PYTHONUSERBASE",
+        "BASH_ENV",
+        "ENV",
+        "XDG_CONFIG_HOME",
     ],
 )
 def test_reserved_environment_names(name: str) -> None:
     assert "reserved" in error_text(script="x", environment={name: "1"})
+
+
+@pytest.mark.parametrize("name", ["WANDB_PROJECT", "HF_HOME", "OMP_NUM_THREADS", "MY_ENVIRONMENT"])
+def test_ordinary_environment_names_pass(name: str) -> None:
+    assert spec(environment={name: "1"}).environment == {name: "1"}
 
 
 @pytest.mark.parametrize("name", ["1ABC", "A-B", "", "A B"])
