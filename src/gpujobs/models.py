@@ -117,7 +117,17 @@ class JobSpec(BaseModel):
          "gpu_required": true, "gpu_type": "any", "cpu_limit": "4", "memory_limit": "8Gi"}
     """
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=False,
+        # The "exactly one of script_path or script" rule, for clients that read the schema.
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["script_path"], "properties": {"script_path": {"type": "string"}}},
+                {"required": ["script"], "properties": {"script": {"type": "string"}}},
+            ]
+        },
+    )
 
     name: str = Field(
         "job", min_length=1, max_length=128, description="A name for people; need not be unique."
@@ -357,6 +367,18 @@ class JobLogs(BaseModel):
 
 
 T = TypeVar("T")
+
+
+class FieldError(BaseModel):
+    field: str | None = Field(description="The part of the request at fault (e.g. 'gpu_count'), if one.")
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    """``data`` of an error answer: which field is at fault; for an invalid request, every problem."""
+
+    field: str | None = None
+    errors: list[FieldError] | None = None
 
 
 class Envelope(BaseModel, Generic[T]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,7 +27,11 @@ def _now() -> str:
 
 
 def envelope(
-    data: BaseModel | dict[str, Any] | bytes | None, message: str, status: int = 200, success: bool = True
+    data: BaseModel | dict[str, Any] | bytes | None,
+    message: str,
+    status: int = 200,
+    success: bool = True,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     """``{"success", "data", "message", "timestamp"}``, serialised without a second pass through pydantic
     (``data`` as bytes: JSON already made)."""
@@ -38,11 +43,13 @@ def envelope(
         body = json.dumps(data, default=str).encode()
     tail = json.dumps({"message": message, "timestamp": _now()})[1:]
     content = b'{"success":' + (b"true" if success else b"false") + b',"data":' + body + b"," + tail.encode()
-    return Response(content=content, status_code=status, media_type=_JSON)
+    return Response(content=content, status_code=status, media_type=_JSON, headers=headers)
 
 
-def failure(message: str, status: int, data: dict[str, Any] | None = None) -> Response:
-    return envelope(data, message, status=status, success=False)
+def failure(
+    message: str, status: int, data: dict[str, Any] | None = None, headers: Mapping[str, str] | None = None
+) -> Response:
+    return envelope(data, message, status=status, success=False, headers=headers)
 
 
 async def on_domain_error(request: Request, exc: Exception) -> Response:
@@ -88,7 +95,8 @@ async def on_validation_error(_request: Request, exc: Exception) -> Response:
 async def on_http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     messages = {404: "no such path", 405: "method not allowed on this path"}
-    return failure(messages.get(exc.status_code, str(exc.detail)), exc.status_code)
+    # A 405 carries the methods the path allows (Allow, RFC 9110).
+    return failure(messages.get(exc.status_code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
 
 async def on_unexpected(_request: Request, exc: Exception) -> Response:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ..errors import Forbidden, GpujobsError, InvalidSpec, NotFound, http_status
 from ..gpustatus import holders
-from ..models import Envelope, GpuStatus, JobList, JobLogs, JobSpec, JobStatus, JobView
+from ..models import Envelope, ErrorDetail, GpuStatus, JobList, JobLogs, JobSpec, JobStatus, JobView
 from ..store import repository as repo
 from .audit import audit
 from .auth import HubUser, token_from_header
@@ -32,7 +32,7 @@ _authorization = APIKeyHeader(
 )
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Envelope[None], "description": text}
+    code: {"model": Envelope[ErrorDetail], "description": text}
     for code, text in {
         401: "No valid token",
         403: "Not allowed",
@@ -40,6 +40,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         409: "Not possible in the job's state",
         413: "Body too large",
         422: "Invalid request",
+        429: "Over a quota",
         503: "A dependency (hub, database) does not answer",
     }.items()
 }
@@ -192,7 +193,7 @@ async def list_jobs(
         str | None, Query(alias="user", description="Whose jobs; admins may name anyone, or '*' for all.")
     ] = None,
     status: Annotated[str | None, Query(description="Comma-separated states, e.g. 'queued,running'.")] = None,
-    limit: Annotated[int, Query(description="Page size, 1 to 500.")] = 50,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size, 1 to 500.")] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor from the previous page.")] = None,
 ) -> Response:
     """Jobs, newest first."""
