@@ -19,6 +19,9 @@ from .models import JobSpec
 from .quantities import parse_cpu, parse_memory
 from .quotas import QuotaRule
 
+MAX_NAME_BYTES = 255  # Linux's NAME_MAX
+MAX_PATH_BYTES = 4096  # PATH_MAX
+
 
 def allowed_roots(settings: Settings, username: str) -> list[Path]:
     roots = [settings.home_of(username), *(Path(root) for root in settings.shared_roots)]
@@ -32,6 +35,11 @@ def resolve_user_path(raw: str, *, field: str, settings: Settings, username: str
     candidate = Path(raw)
     if ".." in candidate.parts:
         raise InvalidSpec(f"{field} must not contain '..'", field=field)
+    if len(raw.encode()) > MAX_PATH_BYTES or any(len(p.encode()) > MAX_NAME_BYTES for p in candidate.parts):
+        raise InvalidSpec(
+            f"{field} is too long: at most {MAX_NAME_BYTES} bytes per name and {MAX_PATH_BYTES} in all",
+            field=field,
+        )
     if not candidate.is_absolute():
         candidate = settings.home_of(username) / candidate
     if settings.executor != "local":
@@ -42,15 +50,18 @@ def resolve_user_path(raw: str, *, field: str, settings: Settings, username: str
             where = ", ".join(str(root) for root in roots)
             raise InvalidSpec(f"{field} {raw!r} is outside your allowed folders ({where})", field=field)
         return str(candidate)
-    real = Path(os.path.realpath(candidate))
-    roots = allowed_roots(settings, username)
-    if not any(real == root or root in real.parents for root in roots):
-        where = ", ".join(str(root) for root in roots)
-        raise InvalidSpec(f"{field} {raw!r} is outside your allowed folders ({where})", field=field)
-    if want_dir and not real.is_dir():
-        raise InvalidSpec(f"{field} {raw!r} is not a folder", field=field)
-    if not want_dir and not real.is_file():
-        raise InvalidSpec(f"{field} {raw!r}: no such file", field=field)
+    try:
+        real = Path(os.path.realpath(candidate))
+        roots = allowed_roots(settings, username)
+        if not any(real == root or root in real.parents for root in roots):
+            where = ", ".join(str(root) for root in roots)
+            raise InvalidSpec(f"{field} {raw!r} is outside your allowed folders ({where})", field=field)
+        if want_dir and not real.is_dir():
+            raise InvalidSpec(f"{field} {raw!r} is not a folder", field=field)
+        if not want_dir and not real.is_file():
+            raise InvalidSpec(f"{field} {raw!r}: no such file", field=field)
+    except OSError as exc:  # a name the file system refuses, a folder we may not look into
+        raise InvalidSpec(f"{field} {raw!r}: {exc.strerror or exc}", field=field) from None
     return str(real)
 
 

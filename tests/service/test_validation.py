@@ -40,6 +40,8 @@ CASES = [
     ({"script_path": "/etc/passwd"}, "script_path", "outside your allowed folders"),
     ({"script_path": "escape.py"}, "script_path", "outside your allowed folders"),
     ({"script_path": "missing.py"}, "script_path", "no such file"),
+    ({"script_path": "a" * 300}, "script_path", "at most 255 bytes per name"),
+    ({"script": "x", "working_dir": "/" + "b" * 300}, "working_dir", "at most 255 bytes per name"),
     ({"script_path": "train.py", "script": "x"}, None, "exactly one of script_path"),
     ({"name": "nothing"}, None, "exactly one of script_path"),
     ({"script": "x", "requirements": ["numpy; touch x"]}, "requirements", "PEP 508"),
@@ -101,6 +103,13 @@ def test_bad_queries(setup) -> None:
     assert alice.http.get("api/k8s/jobs", params={"status": "sleeping"}).json()["data"]["field"] == "status"
     assert alice.http.get("api/k8s/jobs", params={"limit": 0}).status_code == 422
     assert alice.http.get("api/k8s/jobs", params={"cursor": "abc"}).status_code == 422
+    assert alice.http.get("api/k8s/jobs", params={"cursor": "²"}).status_code == 422
+    assert alice.http.get("api/k8s/jobs", params={"cursor": "1" * 23}).status_code == 422
+    # Moments are ISO 8601 dates, never numbers of seconds; and within what arithmetic can follow.
+    for moment in ("0.5", "1700000000", "0001-01-01T00:00:00"):
+        answer = alice.http.get("api/k8s/usage", params={"to": moment})
+        assert answer.status_code == 422 and answer.json()["data"]["field"] == "to", moment
+    assert alice.http.get("api/k8s/usage", params={"to": "2026-11-30"}).status_code == 200
     assert alice.http.get("api/k8s/job/../status").status_code == 404
     unknown = alice.http.get("api/k8s/nothing-here")
     assert unknown.status_code == 404 and unknown.json()["success"] is False

@@ -14,7 +14,7 @@ from ..errors import Forbidden, InvalidSpec
 from ..models import Envelope
 from .audit import AuditQuery, audit
 from .responses import envelope
-from .routes import _ERRORS, Rt, User, _in_range
+from .routes import _ERRORS, Moment, Rt, User, _in_range
 
 router = APIRouter()
 MAX_AUDIT_PAGE = 1000
@@ -43,7 +43,7 @@ async def audit_log(
     request: Request,
     who: Annotated[str | None, Query(alias="user", max_length=300, description="Only this user's.")] = None,
     action: Annotated[str | None, Query(max_length=40, description="Only this action.")] = None,
-    since: Annotated[datetime | None, Query(description="Only events from this moment (ISO 8601).")] = None,
+    since: Annotated[Moment | None, Query(description="Only events from this moment (ISO 8601).")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE, description="Page size.")] = 100,
     cursor: Annotated[
         str | None, Query(max_length=18, description="next_cursor of the previous page.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from ..errors import Forbidden, GpujobsError, InvalidSpec, NotFound, http_status
 from ..gpustatus import holders
@@ -250,11 +251,9 @@ async def usage(
     user: User,
     rt: Rt,
     since: Annotated[
-        datetime | None, Query(alias="from", description="Start (ISO 8601); 30 days ago by default.")
+        Moment | None, Query(alias="from", description="Start (ISO 8601); 30 days ago by default.")
     ] = None,
-    until: Annotated[
-        datetime | None, Query(alias="to", description="End (ISO 8601); now by default.")
-    ] = None,
+    until: Annotated[Moment | None, Query(alias="to", description="End (ISO 8601); now by default.")] = None,
     group_by: Annotated[
         Literal["user", "group", "gpu_type"], Query(description="user, group or gpu_type")
     ] = "user",
@@ -299,6 +298,17 @@ async def usage(
     return envelope(report, f"usage of {sum(r.jobs for r in rows)} job(s) by {group_by}")
 
 
+def _iso_only(value: Any) -> Any:
+    """A moment is a date (and time) in ISO 8601: not a number of seconds, which pydantic would take."""
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError(
+            "must be a date, or date and time, in ISO 8601 (e.g. 2026-11-30 or 2026-11-30T12:00Z)"
+        )
+    return value
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+Moment = Annotated[datetime, BeforeValidator(_iso_only)]
 _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
 
