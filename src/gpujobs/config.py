@@ -32,6 +32,8 @@ class PoolConfig(BaseModel):
 
 
 def _default_data_dir() -> Path:
+    if os.geteuid() == 0:  # jobs run as other accounts and must pass through it: not under /root
+        return Path("/var/lib/gpujobs")
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "gpujobs"
 

@@ -56,7 +56,8 @@ class Hub:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_for(self._ready, timeout=90, what=f"JupyterHub (log: {self.log_path})")
+        # The first start as root also makes the users' environment (pip downloads JupyterLab).
+        wait_for(self._ready, timeout=600, what=f"JupyterHub (log: {self.log_path})")
 
     def _ready(self) -> bool:
         if self.process.poll() is not None:
@@ -102,6 +103,13 @@ class Hub:
         pid = model["servers"][""]["state"]["pid"]
         raw = Path(f"/proc/{pid}/environ").read_bytes()
         return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+    def user_server_process(self, admin: httpx.Client, name: str) -> tuple[str, int]:
+        """The interpreter the user's running server was started with, and the account it runs as."""
+        model: dict[str, Any] = admin.get(f"/users/{name}").json()
+        pid = model["servers"][""]["state"]["pid"]
+        python = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        return python, Path(f"/proc/{pid}").stat().st_uid
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -9,8 +9,10 @@ their logs are there; bob cannot see them.
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import stat
 import subprocess
-import sys
 
 import httpx
 import pytest
@@ -61,13 +63,16 @@ def test_the_init_notebook_runs_top_to_bottom_in_alices_server(hub: Hub, alice_s
         "nbclient.NotebookClient(nb, timeout=300, kernel_name='python3', resources=resources).execute()\n"
         "nbformat.write(nb, sys.argv[2])\n"
     )
+    # As her server would: its interpreter, under its account (when the hub gives users accounts).
+    python, account = hub.user_server_process(admin, "alice")
     result = subprocess.run(
-        [sys.executable, "-c", code, str(home / "k8s-gpu-integration-init.ipynb"), str(executed), str(home)],
+        [python, "-c", code, str(home / "k8s-gpu-integration-init.ipynb"), str(executed), str(home)],
         env=alice_server,
         cwd=home,
         capture_output=True,
         text=True,
         timeout=600,
+        user=account,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     notebook = json.loads(executed.read_text())
@@ -122,3 +127,28 @@ def test_a_token_without_the_service_scope_is_refused(hub: Hub, admin: httpx.Cli
         f"{hub.url}/services/gpujobs/api/k8s/jobs", headers={"Authorization": f"token {token}"}
     )
     assert response.status_code == 403
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="users get their own accounts only when the hub runs as root")
+def test_run_as_root_the_hub_gives_each_user_an_account_for_server_and_jobs(
+    hub: Hub, admin: httpx.Client, alice_server
+) -> None:
+    account = pwd.getpwnam("jupyter-alice")
+    _python, server_uid = hub.user_server_process(admin, "alice")
+    assert server_uid == account.pw_uid != 0
+    service = httpx.Client(
+        base_url=f"{hub.url}/services/gpujobs/",
+        headers={"Authorization": f"token {alice_server['JUPYTERHUB_API_TOKEN']}"},
+    )
+    job = service.post(
+        "api/k8s/submit-job", json={"name": "whoami", "script": "import os; print(os.getuid())"}
+    )
+    job_id = job.json()["data"]["job_id"]
+    wait_for(
+        lambda: service.get(f"api/k8s/job/{job_id}/status").json()["data"]["status"] == "completed",
+        what="the job to finish",
+    )
+    assert service.get(f"api/k8s/job/{job_id}/logs").json()["data"]["logs"].strip() == str(account.pw_uid)
+    # Her home is hers alone.
+    home = hub.data_dir / "home" / "alice"
+    assert home.stat().st_uid == account.pw_uid and stat.S_IMODE(home.stat().st_mode) == 0o700

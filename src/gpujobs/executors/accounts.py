@@ -17,9 +17,13 @@ The rule, in order:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
+import re
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..config import Settings
 from ..errors import Forbidden
@@ -45,8 +49,28 @@ def _lookup(name: str) -> pwd.struct_passwd | None:
         return None
 
 
+_ACCOUNT_NAME = re.compile(r"[a-z_][a-z0-9_-]*")
+MAX_ACCOUNT_NAME = 32  # useradd's limit
+
+
+def system_account_name(template: str, username: str) -> str:
+    """The system account for a hub user: ``template`` with ``{username}``, as is when that makes a valid
+    account name (lowercase letters, digits, '-', '_'; 32 at most), else with a readable slug of the
+    name and a digest of it (``Alice@Lab`` → ``jupyter-alice-lab-1b2c3d4e``), so distinct users never
+    share an account.  The hub (which makes the accounts) and the service (which runs jobs under
+    them) both name them here."""
+    plain = template.format(username=username)
+    if _ACCOUNT_NAME.fullmatch(plain) and len(plain) <= MAX_ACCOUNT_NAME:
+        return plain
+    digest = hashlib.sha256(username.encode()).hexdigest()[:8]
+    room = max(1, MAX_ACCOUNT_NAME - len(template.replace("{username}", "")) - len(digest) - 1)
+    slug = re.sub(r"[^a-z0-9_]+", "-", username.lower()).strip("-")[:room].strip("-") or "u"
+    name = template.format(username=f"{slug}-{digest}")
+    return name if _ACCOUNT_NAME.match(name) else f"u{name}"[:MAX_ACCOUNT_NAME]
+
+
 def account_name(settings: Settings, username: str) -> str:
-    return settings.job_account_template.format(username=username)
+    return system_account_name(settings.job_account_template, username)
 
 
 def find_account(settings: Settings, username: str, *, euid: int | None = None) -> Account | None:
@@ -82,3 +106,15 @@ def find_account(settings: Settings, username: str, *, euid: int | None = None) 
         f"there is no system account {wanted!r} for {username}, and the operator has set no fallback "
         "account (job_account_fallback): ask them to create one"
     )
+
+
+def unreachable_folder(path: Path) -> Path | None:
+    """The first folder above ``path`` that other accounts may not pass through (no o+x), if any."""
+    for folder in [*reversed(path.resolve().parents), path.resolve()]:
+        try:
+            mode = folder.stat().st_mode
+        except FileNotFoundError:
+            return None  # made later, by us, with the right mode
+        if not mode & stat.S_IXOTH:
+            return folder
+    return None

@@ -32,7 +32,7 @@ from ..inventory import Device, Inventory, Node
 from ..models import JobSpec, JobStatus
 from ..quantities import parse_cpu, parse_memory
 from ..store.records import JobRecord
-from .accounts import find_account
+from .accounts import find_account, unreachable_folder
 from .base import ABSENT, STARTING, Executor, LaunchError, Observation, Phase
 from .gpus import discover_nvml, simulated_devices
 from .runner import kill_job_processes, signal_job_processes
@@ -297,6 +297,12 @@ class LocalExecutor(Executor):
                 *spec.requirements,
             ]
         if account is not None:
+            private = unreachable_folder(work_dir.parent)  # work/ itself is the account's own
+            if private is not None:
+                raise LaunchError(
+                    f"the job's account {account.name} cannot reach its folder: {private} is private "
+                    "(no o+x); the operator must put data_dir where other accounts can pass through"
+                )
             plan.update(uid=account.uid, gid=account.gid, groups=list(account.groups))
             for path in (work_dir, *work_dir.iterdir()):
                 os.chown(path, account.uid, account.gid)

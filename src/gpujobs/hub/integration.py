@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -114,14 +115,25 @@ def deploy_user_files(
     return written
 
 
-def make_pre_spawn_hook(*, service_url: str, home_of: Callable[[str], Path]) -> Callable[[Any], None]:
-    """A ``c.Spawner.pre_spawn_hook``: deploy the init notebook and examples, and tell the server where
-    gpujobs is (``GPUJOBS_URL``)."""
+def make_pre_spawn_hook(
+    *,
+    service_url: str,
+    home_of: Callable[[str], Path],
+    account: Callable[[str], pwd.struct_passwd] | None = None,
+) -> Callable[[Any], None]:
+    """A ``c.Spawner.pre_spawn_hook``: make the user's system account (``account``, when given: it
+    returns the account, made if missing), deploy the init notebook and examples (theirs), and tell
+    the server where gpujobs is (``GPUJOBS_URL``)."""
 
     def pre_spawn_hook(spawner: Any) -> None:
         name = spawner.user.name
+        owner = account(name) if account is not None else None  # no account: the spawn must fail
         try:
-            written = deploy_user_files(home_of(name))
+            written = deploy_user_files(
+                home_of(name),
+                uid=owner.pw_uid if owner else None,
+                gid=owner.pw_gid if owner else None,
+            )
         except OSError as exc:  # a full or read-only home must not stop the server from starting
             spawner.log.warning("gpujobs: could not deploy the init notebook for %s: %s", name, exc)
         else:

@@ -4,6 +4,9 @@
 # variables.  To adapt it, copy it and change what you need; every setting below says why it is there.
 # Users log in with a shared password; their JupyterLab servers run as local processes; jobs run on
 # this machine's GPUs through the gpujobs service, which the hub starts and keeps running.
+# Run as root, each user gets a system account (jupyter-<name>, made on their first spawn) and both
+# their server and their jobs run as it, from a users' environment in /opt/gpujobs/user; run as
+# anyone else, everything runs as that one account (a single-user machine).
 
 import os
 import secrets
@@ -12,6 +15,8 @@ import sys
 from pathlib import Path
 
 from gpujobs.hub import gpujobs_roles, gpujobs_service, make_pre_spawn_hook, server_token_scopes
+from gpujobs.hub.accounts import ACCOUNT_TEMPLATE, AccountSpawner, ensure_account, system_account_name
+from gpujobs.hub.userenv import ensure_user_environment
 
 c = get_config()  # noqa: F821 - provided by JupyterHub
 
@@ -22,7 +27,12 @@ port = int(env("GPUJOBS_HUB_PORT", "8000"))
 service_port = int(env("GPUJOBS_HUB_SERVICE_PORT", "8765"))
 public_url = f"http://{ip}:{port}"
 homes = data_dir / "home"
+accounts = os.geteuid() == 0
 data_dir.mkdir(parents=True, exist_ok=True)
+homes.mkdir(exist_ok=True)
+if accounts:  # users' accounts pass through to their homes (and the service's job folders); list nothing
+    for folder in (data_dir, homes):
+        os.chmod(folder, 0o711)  # noqa: S103
 
 # --- the hub and its proxy --------------------------------------------------------------------
 c.JupyterHub.bind_url = public_url
@@ -47,20 +57,31 @@ c.Authenticator.allow_all = True
 
 # --- user servers -------------------------------------------------------------------------------
 # JupyterLab as a local process, with its home under the data folder.
-c.JupyterHub.spawner_class = "simple"
-c.SimpleLocalProcessSpawner.home_dir_template = str(homes / "{username}")
-c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+if accounts:
+    user_python = env("GPUJOBS_HUB_USER_PYTHON") or str(ensure_user_environment())
+    c.JupyterHub.spawner_class = AccountSpawner
+    c.AccountSpawner.account_template = ACCOUNT_TEMPLATE
+    c.Spawner.cmd = [user_python, "-m", "jupyterhub.singleuser"]
+else:
+    c.JupyterHub.spawner_class = "simple"
+    c.SimpleLocalProcessSpawner.home_dir_template = str(homes / "{username}")
+    c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
 c.Spawner.default_url = "/lab"
 # JupyterLab's first start on a busy small machine takes longer than JupyterHub's default 30 s.
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
-if os.geteuid() == 0:
-    c.Spawner.args = ["--allow-root"]  # jupyter-server refuses root without it
 # The server's own token may call gpujobs (the client in a notebook uses it).
 c.Spawner.server_token_scopes = server_token_scopes("gpujobs")
-# Deploy the init notebook and the examples into each home; tell the server where gpujobs is.
+# Make the user's account (as root), deploy the init notebook and the examples into the home, and
+# tell the server where gpujobs is.
 c.Spawner.pre_spawn_hook = make_pre_spawn_hook(
-    service_url=f"{public_url}/services/gpujobs/", home_of=lambda name: homes / name
+    service_url=f"{public_url}/services/gpujobs/",
+    home_of=lambda name: homes / name,
+    account=(
+        (lambda name: ensure_account(system_account_name(ACCOUNT_TEMPLATE, name), homes / name))
+        if accounts
+        else None
+    ),
 )
 
 # --- the gpujobs service ------------------------------------------------------------------------
@@ -78,5 +99,9 @@ service_env.update(
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
     }
 )
+if accounts:  # jobs run as their users' accounts, with the users' environment
+    service_env.update(GPUJOBS_JOB_ACCOUNT_TEMPLATE=ACCOUNT_TEMPLATE, GPUJOBS_JOB_PYTHON=user_python)
+else:  # one account for everything: jobs run as it too
+    service_env["GPUJOBS_JOBS_AS_SERVICE_ACCOUNT"] = "true"
 c.JupyterHub.services = [gpujobs_service(url=f"http://127.0.0.1:{service_port}", environment=service_env)]
 c.JupyterHub.load_roles = gpujobs_roles("gpujobs")

@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+from .accounts import ACCOUNT_TEMPLATE, unreachable_folder
+from .userenv import ensure_user_environment
+
 CONFIG = Path(__file__).with_name("jupyterhub_config.py")
+ROOT_DATA_DIR = "/var/lib/gpujobs-hub"  # run as root: a system folder, reachable by users' accounts
 
 
 def find_proxy() -> str | None:
@@ -85,7 +90,18 @@ def run_hub(
             file=sys.stderr,
         )
         return 2
-    folder = Path(data_dir or "gpujobs-hub-data").resolve()
+    as_root = os.geteuid() == 0
+    folder = Path(data_dir or (ROOT_DATA_DIR if as_root else "gpujobs-hub-data")).resolve()
+    if as_root:
+        # Users' servers and jobs run under their own accounts: they must pass through to their homes.
+        private = unreachable_folder(folder.parent)  # the folder itself is made 0711
+        if private is not None:
+            print(
+                f"gpujobs: {private} is private (no o+x), so users' accounts cannot reach their homes in "
+                f"{folder}; give --data-dir a folder they can pass through (the default is {ROOT_DATA_DIR})",
+                file=sys.stderr,
+            )
+            return 2
     folder.mkdir(parents=True, exist_ok=True)
     admins = admins or []
     user_password, new_user_password = _remembered_secret(folder / "user-password", password, 12)
@@ -112,6 +128,13 @@ def run_hub(
     if admins:
         kept = folder / "admin-password"
         print(f"gpujobs: admins {', '.join(admins)} log in with the admin password kept in {kept}")
+    if as_root:
+        try:
+            env["GPUJOBS_HUB_USER_PYTHON"] = str(ensure_user_environment())
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            print(f"gpujobs: could not make the users' environment: {exc}", file=sys.stderr)
+            return 2
+        print(f"gpujobs: users' servers and jobs run as their own accounts ({ACCOUNT_TEMPLATE})")
     sys.stdout.flush()
     os.chdir(folder)
     os.execve(sys.executable, [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG)], env)  # noqa: S606

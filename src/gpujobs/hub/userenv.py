@@ -1,0 +1,81 @@
+"""The users' environment: a virtual environment every account may run, for the users' JupyterLab
+servers and their jobs (the service's own environment may live where they cannot read it: under
+/root, say).  Made once by ``gpujobs hub`` when it runs as root; The Littlest JupyterHub keeps the same
+thing in /opt/tljh/user.
+
+It holds JupyterLab, JupyterHub's single-user server at the hub's own version (so that servers speak
+the hub's protocol), ipywidgets, pip (jobs install their requirements with it) and gpujobs' client
+and widgets at this gpujobs, and what the examples use (PyTorch).  pip resolves the rest for the
+environment's Python, with the operator's pip configuration (their index, their mirror).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+from ..executors.accounts import unreachable_folder
+
+DEFAULT_PATH = Path("/opt/gpujobs/user")
+PACKAGES = ["pip", "jupyterlab", "ipywidgets"]
+_STAMP = ".gpujobs-user-env"
+
+
+def base_python() -> str:
+    """An interpreter every account may run: this one if it is reachable, else the system's."""
+    own = os.path.realpath(sys.executable)
+    if unreachable_folder(Path(own).parent) is None:
+        return own
+    system = shutil.which("python3", path="/usr/bin:/usr/local/bin")
+    if system is None:
+        raise RuntimeError(
+            f"no Python that other accounts may run: {own} lies in a private folder and there is no "
+            "/usr/bin/python3; install Debian's python3"
+        )
+    return system
+
+
+def gpujobs_requirement() -> str:
+    """gpujobs itself: the source tree this one runs from (a development checkout), or its release."""
+    source = Path(__file__).resolve().parents[3]
+    if (source / "pyproject.toml").exists() and (source / "src" / "gpujobs").is_dir():
+        return f"gpujobs[notebook,examples] @ {source.as_uri()}"
+    return f"gpujobs[notebook,examples]=={metadata.version('gpujobs')}"
+
+
+def ensure_user_environment(path: Path = DEFAULT_PATH, *, say: Callable[[str], object] = print) -> Path:
+    """The environment's interpreter, making (or remaking, when gpujobs or its versions changed) the
+    environment first.  Slow the first time (pip downloads JupyterLab): says so."""
+    wanted = [*PACKAGES, f"jupyterhub=={metadata.version('jupyterhub')}", gpujobs_requirement()]
+    python = base_python()
+    want = hashlib.sha256("\n".join([python, *wanted]).encode()).hexdigest()
+    stamp = path / _STAMP
+    interpreter = path / "bin" / "python"
+    if stamp.exists() and stamp.read_text().strip() == want and interpreter.exists():
+        return interpreter
+    say(f"gpujobs: making the users' environment in {path} (once; a few minutes the first time)")
+    if path.exists():
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([python, "-m", "venv", "--without-pip", str(path)], check=True)
+    # This environment's pip installs into the new one (--python): the system's Python may lack ensurepip.
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(interpreter), "install", "--quiet",
+         "--disable-pip-version-check", *wanted],
+        check=True,
+    )  # fmt: skip
+    for folder, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            entry = os.path.join(folder, name)
+            if not os.path.islink(entry):
+                os.chmod(entry, os.stat(entry).st_mode | 0o444 | (0o111 if os.path.isdir(entry) else 0))
+    for top in (path.parent, path):
+        os.chmod(top, 0o755)  # noqa: S103 - every account runs it: the point
+    stamp.write_text(want)
+    return interpreter
