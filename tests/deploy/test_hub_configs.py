@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,7 @@ def test_the_single_machine_config(tmp_path: Path) -> None:
             "GPUJOBS_HUB_PORT": "8123",
             "GPUJOBS_HUB_PASSWORD": "a-password",
             "GPUJOBS_SIMULATE_GPUS": "t4:1",
+            "GPUJOBS_HUB_USER_PYTHON": "/opt/users-python/bin/python",  # made by `gpujobs hub` as root
         },
     )
     (service,) = c.JupyterHub.services
@@ -60,10 +62,36 @@ def test_the_single_machine_config(tmp_path: Path) -> None:
     assert SCOPE in c.Spawner.server_token_scopes
     assert c.JupyterHub.authenticator_class == "shared-password"
     assert c.SharedPasswordAuthenticator.user_password == "a-password"
+    if os.geteuid() == 0:  # users get accounts: servers and jobs run as them, from the users' environment
+        assert c.JupyterHub.spawner_class.__name__ == "AccountSpawner"
+        assert c.Spawner.cmd[0] == "/opt/users-python/bin/python"
+        assert service["environment"]["GPUJOBS_JOB_ACCOUNT_TEMPLATE"] == "jupyter-{username}"
+        assert service["environment"]["GPUJOBS_JOB_PYTHON"] == "/opt/users-python/bin/python"
+        assert "GPUJOBS_JOBS_AS_SERVICE_ACCOUNT" not in service["environment"]
+    else:  # one account for everything
+        assert c.JupyterHub.spawner_class == "simple"
+        assert service["environment"]["GPUJOBS_JOBS_AS_SERVICE_ACCOUNT"] == "true"
     spawner = fake_spawner("dora")
-    c.Spawner.pre_spawn_hook(spawner)
-    assert spawner.environment == {"KEEP": "1", "GPUJOBS_URL": "http://127.0.0.1:8123/services/gpujobs/"}
-    assert (tmp_path / "home" / "dora" / "k8s-gpu-integration-init.ipynb").exists()
+    made = os.geteuid() == 0 and not _account_exists("jupyter-dora")
+    try:
+        c.Spawner.pre_spawn_hook(spawner)
+        assert spawner.environment == {"KEEP": "1", "GPUJOBS_URL": "http://127.0.0.1:8123/services/gpujobs/"}
+        notebook = tmp_path / "home" / "dora" / "k8s-gpu-integration-init.ipynb"
+        assert notebook.exists()
+        if os.geteuid() == 0:  # the account was made, and the home and its files are its own
+            account = pwd.getpwnam("jupyter-dora")
+            assert notebook.stat().st_uid == notebook.parent.stat().st_uid == account.pw_uid
+    finally:
+        if made:
+            subprocess.run(["userdel", "jupyter-dora"], check=False)
+
+
+def _account_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def test_the_kubespawner_config_has_gpu_profiles() -> None:
