@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     job_account_fallback: str | None = Field(
         None, description="An unprivileged account for users without one; unset: their jobs are refused."
     )
+    job_account_min_uid: int = Field(
+        1000, ge=1, description="Accounts below this uid (system accounts) never run jobs."
+    )
     jobs_as_service_account: bool = Field(
         False,
         description="Run jobs of users without an account as the service's own account (a single-user "

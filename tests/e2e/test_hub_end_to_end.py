@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 
@@ -152,3 +153,37 @@ def test_run_as_root_the_hub_gives_each_user_an_account_for_server_and_jobs(
     # Her home is hers alone.
     home = hub.data_dir / "home" / "alice"
     assert home.stat().st_uid == account.pw_uid and stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the hub writes into homes as root only when run as root")
+def test_links_a_user_plants_in_their_home_never_turn_the_hubs_writes_onto_other_files(
+    hub: Hub, admin: httpx.Client, alice_server
+) -> None:
+    # What alice could do from her server: point the files the pre-spawn hook writes at files of root's.
+    home = hub.data_dir / "home" / "alice"
+    account = pwd.getpwnam("jupyter-alice")
+    victim_dir = hub.data_dir.parent / "victim"
+    victim_dir.mkdir(exist_ok=True)
+    victim = victim_dir / "secret"
+    victim.write_text("root's own\n")
+    for planted, target in (
+        (home / ".gpujobs-deployed.json", victim),
+        (home / "gpujobs-examples", victim_dir),
+    ):
+        if planted.is_dir() and not planted.is_symlink():
+            shutil.rmtree(planted)
+        else:
+            planted.unlink(missing_ok=True)
+        planted.symlink_to(target)
+        os.lchown(planted, account.pw_uid, account.pw_gid)
+    assert admin.delete("/users/alice/server").status_code in (202, 204)
+    wait_for(lambda: not admin.get("/users/alice").json()["servers"], timeout=60, what="server to stop")
+    assert admin.post("/users/alice/server").status_code in (201, 202)
+    wait_for(
+        lambda: admin.get("/users/alice").json()["servers"].get("", {}).get("ready"),
+        timeout=120,
+        what="alice's server to be ready again",
+    )
+    assert victim.read_text() == "root's own\n"
+    assert victim.stat().st_uid == 0 and victim_dir.stat().st_uid == 0
+    assert sorted(p.name for p in victim_dir.iterdir()) == ["secret"]

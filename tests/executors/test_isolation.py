@@ -128,6 +128,23 @@ def test_a_job_cannot_read_other_users_logs_the_database_or_the_services_secrets
     assert "bob-secret-line" not in alice.logs(job["job_id"])
 
 
+def test_the_working_folder_is_entered_as_the_jobs_account_not_as_root(
+    shared_world: World, service: ServiceProcess
+) -> None:
+    # A folder in alice's home that only root may enter: the submit check (run by the service, as
+    # root) finds it, but the job's account must not get in (as it would if root entered it for it,
+    # say after alice swapped the folder for a link to someone else's).
+    locked = shared_world.homes / "alice" / "locked"
+    locked.mkdir(exist_ok=True)
+    os.chown(locked, 0, 0)
+    os.chmod(locked, 0o700)
+    alice = _api(shared_world, service, "alice")
+    job = alice.submit_ok(**script("import os; print(os.listdir('.'))", working_dir=str(locked)))
+    done = alice.wait_status(job["job_id"], "completed", "failed")
+    assert done["status"] == "failed"
+    assert "cannot enter the working folder" in alice.logs(job["job_id"])
+
+
 def test_a_user_without_an_account_is_refused_with_the_reason(
     shared_world: World, service: ServiceProcess
 ) -> None:

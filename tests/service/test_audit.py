@@ -62,3 +62,13 @@ def test_the_audit_log_survives_a_restart_and_keeps_counting(world) -> None:
     entries = wait_for(lambda: admin.get("api/k8s/audit").json()["data"]["entries"], what="the audit log")
     assert [e["action"] for e in reversed(entries)] == ["start", "submit", "start"]
     assert [e["seq"] for e in reversed(entries)] == [1, 2, 3]
+
+
+def test_the_client_is_the_address_the_local_proxy_added_not_one_the_caller_claims(world) -> None:
+    service = world.start(env={"GPUJOBS_ADMIN_USERS": "root-admin"})
+    admin = service.client(world.hub.add_user("root-admin", admin=True))
+    # The hub's proxy appends the address it saw; what comes before is the caller's claim.
+    forged = {"X-Forwarded-For": "10.9.8.7, 192.0.2.44"}
+    assert service.client(None).get("api/k8s/jobs", headers=forged).status_code == 401
+    (refused,) = admin.get("api/k8s/audit", params={"action": "refused"}).json()["data"]["entries"]
+    assert refused["client"] == "192.0.2.44"

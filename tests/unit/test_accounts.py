@@ -34,6 +34,12 @@ def test_names_that_differ_only_in_case_get_different_accounts() -> None:
     assert system_account_name("{username}", "alice") != system_account_name("{username}", "Alice")
 
 
+def test_a_name_shaped_like_another_users_digested_account_does_not_get_it() -> None:
+    digested = system_account_name("jupyter-{username}", "alice@lab.org")
+    impostor = digested.removeprefix("jupyter-")  # a valid plain name, chosen to collide
+    assert system_account_name("jupyter-{username}", impostor) != digested
+
+
 def settings(**options: object) -> Settings:
     return Settings(data_dir=Path("/nonexistent"), **options)  # type: ignore[arg-type]
 
@@ -52,6 +58,15 @@ def test_as_root_the_users_account_then_the_fallback_then_a_refusal() -> None:
     assert fallback is not None and fallback.uid == nobody.pw_uid
     with pytest.raises(Forbidden, match="no system account 'no-such-user-here'"):
         find_account(settings(), "no-such-user-here", euid=0)
+
+
+def test_system_accounts_never_run_jobs() -> None:
+    # A hub user named "daemon" (or www-data, backup, ...) must not get that account's files.
+    with pytest.raises(Forbidden, match="system account"):
+        find_account(settings(), "daemon", euid=0)
+    with pytest.raises(Forbidden, match="system account"):
+        find_account(settings(job_account_fallback="daemon"), "no-such-user-here", euid=0)
+    assert find_account(settings(job_account_min_uid=1), "daemon", euid=0) is not None  # if you insist
 
 
 def test_root_is_never_a_jobs_account() -> None:

@@ -50,6 +50,7 @@ def _lookup(name: str) -> pwd.struct_passwd | None:
 
 
 _ACCOUNT_NAME = re.compile(r"[a-z_][a-z0-9_-]*")
+_DIGESTED = re.compile(r"-[0-9a-f]{8}$")
 MAX_ACCOUNT_NAME = 32  # useradd's limit
 
 
@@ -60,13 +61,27 @@ def system_account_name(template: str, username: str) -> str:
     share an account.  The hub (which makes the accounts) and the service (which runs jobs under
     them) both name them here."""
     plain = template.format(username=username)
-    if _ACCOUNT_NAME.fullmatch(plain) and len(plain) <= MAX_ACCOUNT_NAME:
+    # A name that already looks like slug-digest goes the digest way too: otherwise a user could pick
+    # the name another user's account got ("alice-lab-0255e3b0" for "alice@lab").
+    looks_digested = _DIGESTED.search(username) is not None
+    if _ACCOUNT_NAME.fullmatch(plain) and len(plain) <= MAX_ACCOUNT_NAME and not looks_digested:
         return plain
     digest = hashlib.sha256(username.encode()).hexdigest()[:8]
     room = max(1, MAX_ACCOUNT_NAME - len(template.replace("{username}", "")) - len(digest) - 1)
     slug = re.sub(r"[^a-z0-9_]+", "-", username.lower()).strip("-")[:room].strip("-") or "u"
     name = template.format(username=f"{slug}-{digest}")
     return name if _ACCOUNT_NAME.match(name) else f"u{name}"[:MAX_ACCOUNT_NAME]
+
+
+def _check_unprivileged(entry: pwd.struct_passwd, what: str, settings: Settings) -> None:
+    """Never root, nor a system account (daemon, www-data: a hub user named so would get its files)."""
+    if entry.pw_uid == 0:
+        raise Forbidden(f"{what} is root: gpujobs never runs jobs as root")
+    if entry.pw_uid < settings.job_account_min_uid:
+        raise Forbidden(
+            f"{what} is a system account (uid {entry.pw_uid} < job_account_min_uid "
+            f"{settings.job_account_min_uid}): gpujobs runs no jobs as it"
+        )
 
 
 def account_name(settings: Settings, username: str) -> str:
@@ -86,19 +101,15 @@ def find_account(settings: Settings, username: str, *, euid: int | None = None) 
         )
     wanted = account_name(settings, username)
     entry = _lookup(wanted)
-    if entry is not None and entry.pw_uid != 0:
-        return _account(entry)
     if entry is not None:
-        raise Forbidden(
-            f"the system account {wanted!r} for {username} is root: gpujobs never runs jobs as root"
-        )
+        _check_unprivileged(entry, f"the system account {wanted!r} for {username}", settings)
+        return _account(entry)
     fallback = settings.job_account_fallback
     if fallback:
         entry = _lookup(fallback)
         if entry is None:
             raise Forbidden(f"the fallback account {fallback!r} (job_account_fallback) does not exist")
-        if entry.pw_uid == 0:
-            raise Forbidden(f"the fallback account {fallback!r} is root: gpujobs never runs jobs as root")
+        _check_unprivileged(entry, f"the fallback account {fallback!r}", settings)
         return _account(entry)
     if settings.jobs_as_service_account:
         return None

@@ -113,6 +113,13 @@ def _is_runner_of(pid: int, job_dir: Path) -> bool:
     return cwd == os.path.realpath(job_dir) and any(arg.endswith(b"/" + RUNNER.name.encode()) for arg in argv)
 
 
+def _write_new(path: Path, text: str) -> None:
+    """A new file (never through a link, never over an existing one)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def _service_dir(path: Path) -> None:
     """A folder of the service's that job accounts may pass through but not list (mode 0711)."""
     path.mkdir(parents=True, exist_ok=True)
@@ -252,11 +259,10 @@ class LocalExecutor(Executor):
         except Forbidden as exc:  # the configuration changed since it was admitted
             raise LaunchError(exc.message) from exc
         home = self.settings.home_of(job.user)
-        work_dir = self._work_dir(job.job_id)
-        work_dir.mkdir(mode=0o700, exist_ok=True)
+        work_dir = self._fresh_work_dir(job.job_id)
         if spec.script is not None:
             script_file = work_dir / "script.py"
-            script_file.write_text(spec.script, encoding="utf-8")
+            _write_new(script_file, spec.script)
             argv = [self.python, str(script_file), *spec.args]
         else:
             assert spec.script_path is not None
@@ -304,9 +310,22 @@ class LocalExecutor(Executor):
                     "(no o+x); the operator must put data_dir where other accounts can pass through"
                 )
             plan.update(uid=account.uid, gid=account.gid, groups=list(account.groups))
-            for path in (work_dir, *work_dir.iterdir()):
-                os.chown(path, account.uid, account.gid)
+            # The folder is root's until its last chown: nothing in it can have been swapped for a link.
+            for entry in work_dir.iterdir():
+                os.chown(entry, account.uid, account.gid, follow_symlinks=False)
+            os.chown(work_dir, account.uid, account.gid, follow_symlinks=False)
         return plan
+
+    def _fresh_work_dir(self, job_id: str) -> Path:
+        """The job's work folder, new and the service's (a launch that failed before may have left one
+        that its account owns: it is removed, never followed)."""
+        work_dir = self._work_dir(job_id)
+        if work_dir.is_symlink():
+            work_dir.unlink()
+        elif work_dir.exists():
+            shutil.rmtree(work_dir)
+        work_dir.mkdir(mode=0o700)
+        return work_dir
 
     async def launch(self, job: JobRecord) -> None:
         await asyncio.to_thread(self._launch, job)

@@ -154,27 +154,36 @@ class Runner:
         self.log.write(f"[gpujobs] {text}\n".encode())
 
     def processes(self) -> list[int]:
-        """Every live process of the job: its cgroup's members; without a cgroup, our descendants (we
-        are their subreaper, so a double fork comes back to us) and whatever carries the job's id."""
-        if self.group.tracks:
-            return self.group.members()
-        return sorted(set(descendants(os.getpid())) | set(marked_processes(self.job_id, self.uid)))
+        """Every live process of the job: its cgroup's members, our descendants (we are their
+        subreaper, so a double fork comes back to us) and whatever carries the job's id."""
+        # The cgroup when there is one, and the others anyway: a process that did not make it into the
+        # cgroup (a failed join) is still found.
+        found = set(self.group.members()) | set(descendants(os.getpid()))
+        return sorted(found | set(marked_processes(self.job_id, self.uid)))
 
     def _enter_job(self) -> None:
-        """In the child, before exec: into the job's cgroups (as root), then the job's account.  Not
-        Popen's user=/group=: those switch before this runs, and only root may join a cgroup."""
+        """In the child, before exec: into the job's cgroups (as root), then the job's account, then its
+        working folder — entered as the job's account, so that a folder swapped for a link after the
+        submit check leads nowhere the account could not go itself.  Not Popen's user=/group=/cwd=:
+        those act before this runs, as root."""
         self.group.join()
         launch = self.launch
         if launch.get("uid") is not None:
             os.setgroups(launch.get("groups") or [])
             os.setgid(launch["gid"])
             os.setuid(launch["uid"])
+        try:
+            os.chdir(launch["cwd"])
+        except OSError as exc:  # stderr is the job's log by now
+            os.write(
+                2, f"[gpujobs] cannot enter the working folder {launch['cwd']}: {exc.strerror}\n".encode()
+            )
+            raise
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         self.term_sent = False
         self.current = subprocess.Popen(
             argv,
-            cwd=self.launch["cwd"],
             env=self.launch["env"],
             stdin=subprocess.DEVNULL,
             stdout=self.log,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pwd
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -72,15 +72,11 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def deploy_user_files(
-    home: Path,
-    *,
-    uid: int | None = None,
-    gid: int | None = None,
-    notebook: Path = INIT_NOTEBOOK,
-    examples: Path = EXAMPLES,
-) -> list[Path]:
+def deploy_user_files(home: Path, *, notebook: Path = INIT_NOTEBOOK, examples: Path = EXAMPLES) -> list[Path]:
     """Copy the init notebook and the examples into ``home``, never overwriting a user's edits.
+
+    Run it as the home's owner, never as root in someone else's home: it follows what it finds there
+    (``deploy_as`` does that for a hub running as root).
 
     A file is (re)written only when it is missing or still exactly what we deployed last time (a
     manifest in the home remembers those digests), so a newer gpujobs refreshes untouched copies.
@@ -109,10 +105,27 @@ def deploy_user_files(
         deployed[relative] = _digest(target)
         written.append(target)
     manifest_path.write_text(json.dumps(deployed, indent=1))
-    if uid is not None:
-        for path in [manifest_path, *written, *{p.parent for p in written}]:
-            os.chown(path, uid, gid if gid is not None else -1)
     return written
+
+
+def deploy_as(owner: pwd.struct_passwd, home: Path, python: str) -> list[str]:
+    """``deploy_user_files`` in a process of ``owner``'s (``python -m gpujobs.hub HOME``): root never
+    writes into a home a user controls, where a planted link would turn the write onto any file."""
+    done = subprocess.run(
+        [python, "-m", "gpujobs.hub", str(home)],
+        user=owner.pw_uid,
+        group=owner.pw_gid,
+        extra_groups=[],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise OSError(f"deploying as {owner.pw_name} failed: {done.stderr.strip()[-500:]}")
+    return [line.removeprefix("gpujobs: deployed ") for line in done.stdout.splitlines()]
 
 
 def make_pre_spawn_hook(
@@ -120,20 +133,20 @@ def make_pre_spawn_hook(
     service_url: str,
     home_of: Callable[[str], Path],
     account: Callable[[str], pwd.struct_passwd] | None = None,
+    user_python: str | None = None,
 ) -> Callable[[Any], None]:
     """A ``c.Spawner.pre_spawn_hook``: make the user's system account (``account``, when given: it
-    returns the account, made if missing), deploy the init notebook and examples (theirs), and tell
-    the server where gpujobs is (``GPUJOBS_URL``)."""
+    returns the account, made if missing), deploy the init notebook and examples (as that account,
+    with ``user_python``, when there is one), and tell the server where gpujobs is (``GPUJOBS_URL``)."""
 
     def pre_spawn_hook(spawner: Any) -> None:
         name = spawner.user.name
         owner = account(name) if account is not None else None  # no account: the spawn must fail
         try:
-            written = deploy_user_files(
-                home_of(name),
-                uid=owner.pw_uid if owner else None,
-                gid=owner.pw_gid if owner else None,
-            )
+            if owner is not None:
+                written: list[Any] = deploy_as(owner, home_of(name), user_python or sys.executable)
+            else:
+                written = deploy_user_files(home_of(name))
         except OSError as exc:  # a full or read-only home must not stop the server from starting
             spawner.log.warning("gpujobs: could not deploy the init notebook for %s: %s", name, exc)
         else:

@@ -82,6 +82,7 @@ c.Spawner.pre_spawn_hook = make_pre_spawn_hook(
         if accounts
         else None
     ),
+    user_python=user_python if accounts else None,
 )
 
 # --- the gpujobs service ------------------------------------------------------------------------

@@ -158,10 +158,9 @@ class AuditLog:
 
 
 def client_of(request: Request) -> str | None:
-    """The peer's address; behind the hub's proxy, the first address it forwarded for."""
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded:
-        return forwarded.split(",")[0].strip()[:64]
+    """Who sent the request.  uvicorn already puts here the address that a proxy on this machine (the
+    hub's) says it forwarded for — the rightmost entry of ``X-Forwarded-For``, which that proxy added;
+    the entries before it are whatever the caller claimed, and are ignored."""
     return request.client.host if request.client else None
 
 

@@ -27,7 +27,7 @@ class AuditEntry(BaseModel):
     action: str = Field(description="submit, cancel, list-jobs, refused or start")
     job_id: str | None = None
     outcome: str
-    client: str | None = None
+    client: str | None = Field(None, description="Who sent it (as the hub's proxy saw it, behind it).")
     detail: dict[str, Any] | None = None
 
 
