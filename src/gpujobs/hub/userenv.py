@@ -49,12 +49,22 @@ def gpujobs_requirement() -> str:
     return f"gpujobs[notebook,examples]=={metadata.version('gpujobs')}"
 
 
+def _source_digest() -> str:
+    """What gpujobs' files hold now: a development checkout changes without a new version number."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def ensure_user_environment(path: Path = DEFAULT_PATH, *, say: Callable[[str], object] = print) -> Path:
     """The environment's interpreter, making (or remaking, when gpujobs or its versions changed) the
     environment first.  Slow the first time (pip downloads JupyterLab): says so."""
     wanted = [*PACKAGES, f"jupyterhub=={metadata.version('jupyterhub')}", gpujobs_requirement()]
     python = base_python()
-    want = hashlib.sha256("\n".join([python, *wanted]).encode()).hexdigest()
+    want = hashlib.sha256("\n".join([python, *wanted, _source_digest()]).encode()).hexdigest()
     stamp = path / _STAMP
     interpreter = path / "bin" / "python"
     if stamp.exists() and stamp.read_text().strip() == want and interpreter.exists():
