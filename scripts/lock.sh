@@ -17,7 +17,7 @@ compile() {  # compile OUTPUT EXTRAS...
     for extra in "$@"; do extras+=(--extra "$extra"); done
     "$tools/bin/pip-compile" --quiet --generate-hashes --allow-unsafe --strip-extras \
         --no-emit-index-url --no-emit-find-links --no-header \
-        "${extras[@]}" --output-file "$output" pyproject.toml
+        "${extras[@]}" --output-file "$output" pyproject.toml requirements/build.in
     # gpujobs itself is installed from this tree, not from the lock.
     "$tools/bin/python" - "$output" <<'PY'
 import re, sys

@@ -8,12 +8,15 @@ ROOT=$(pwd)
 PYTHON=${PYTHON:-python3}
 
 stamp=.venv/.gpujobs-installed
-want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements/dev.lock | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "== gpujobs: creating .venv and installing (a minute or two the first time)"
-    "$PYTHON" -m venv .venv
-    .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -m pip install --quiet -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+    echo "== gpujobs: creating .venv and installing from requirements/dev.lock (about four minutes the first time)"
+    "$PYTHON" -m venv --clear .venv
+    # Every package exactly as locked, each checked against its hash; then gpujobs itself from this
+    # tree, with the locked setuptools (scripts/lock.sh makes the lock: an upgrade is a reviewed change).
+    .venv/bin/python -m pip install --quiet --require-hashes -r requirements/dev.lock 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; echo "install failed" >&2; exit 1; }
     .venv/bin/python -c "import gpujobs, fastapi, jupyterhub" || { echo "install failed" >&2; exit 1; }
     echo "$want" > "$stamp"
 fi
