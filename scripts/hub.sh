@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$(pwd)/node_modules/.bin:$(pwd)/.venv/bin:$PATH"
-exec .venv/bin/gpujobs hub --data-dir "${GPUJOBS_HUB_DATA_DIR:-$(pwd)/gpujobs-hub-data}" "$@"
+# The data folder: GPUJOBS_HUB_DATA_DIR or --data-dir, else gpujobs hub's default (/var/lib/gpujobs-hub
+# as root, where users' accounts can reach their homes; ./gpujobs-hub-data otherwise).
+exec .venv/bin/gpujobs hub ${GPUJOBS_HUB_DATA_DIR:+--data-dir "$GPUJOBS_HUB_DATA_DIR"} "$@"
