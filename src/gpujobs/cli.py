@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     hub.add_argument("--port", type=int, default=8000, help="the hub's public port (default 8000)")
     hub.add_argument("--ip", default="127.0.0.1", help="the hub's public address (default 127.0.0.1)")
     hub.add_argument(
-        "--data-dir", default=None, help="hub database, homes, jobs (default /var/lib/gpujobs-hub as root, else ./gpujobs-hub-data)"
+        "--data-dir",
+        default=None,
+        help="hub database, homes, jobs (default /var/lib/gpujobs-hub as root, else ./gpujobs-hub-data)",
     )
     hub.add_argument("--password", default=None, help="the users' shared password (default: generated)")
     hub.add_argument("--admin", action="append", default=[], help="an admin user name (repeatable)")
