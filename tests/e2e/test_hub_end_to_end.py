@@ -108,17 +108,22 @@ def test_the_init_notebook_runs_top_to_bottom_in_alices_server(hub: Hub, alice_s
     assert bob.get("api/k8s/jobs").json()["data"]["jobs"] == []
 
 
+def restart_server(admin: httpx.Client, name: str) -> None:
+    """Stop the user's server and start it again (the pre-spawn hook runs again)."""
+    assert admin.delete(f"/users/{name}/server").status_code in (202, 204)
+    wait_for(lambda: not admin.get(f"/users/{name}").json()["servers"], timeout=60, what="server to stop")
+    assert admin.post(f"/users/{name}/server").status_code in (201, 202)
+    wait_for(
+        lambda: admin.get(f"/users/{name}").json()["servers"].get("", {}).get("ready"),
+        timeout=120,
+        what=f"{name}'s server to be ready again",
+    )
+
+
 def test_an_edited_notebook_is_never_overwritten(hub: Hub, admin: httpx.Client, alice_server) -> None:
     notebook = hub.data_dir / "home" / "alice" / "k8s-gpu-integration-init.ipynb"
     notebook.write_text(notebook.read_text().replace("a short tour", "MY OWN NOTES"))
-    assert admin.delete("/users/alice/server").status_code in (202, 204)
-    wait_for(lambda: not admin.get("/users/alice").json()["servers"], timeout=60, what="server to stop")
-    assert admin.post("/users/alice/server").status_code in (201, 202)
-    wait_for(
-        lambda: admin.get("/users/alice").json()["servers"].get("", {}).get("ready"),
-        timeout=120,
-        what="alice's server to be ready again",
-    )
+    restart_server(admin, "alice")
     assert "MY OWN NOTES" in notebook.read_text()
 
 
@@ -176,14 +181,7 @@ def test_links_a_user_plants_in_their_home_never_turn_the_hubs_writes_onto_other
             planted.unlink(missing_ok=True)
         planted.symlink_to(target)
         os.lchown(planted, account.pw_uid, account.pw_gid)
-    assert admin.delete("/users/alice/server").status_code in (202, 204)
-    wait_for(lambda: not admin.get("/users/alice").json()["servers"], timeout=60, what="server to stop")
-    assert admin.post("/users/alice/server").status_code in (201, 202)
-    wait_for(
-        lambda: admin.get("/users/alice").json()["servers"].get("", {}).get("ready"),
-        timeout=120,
-        what="alice's server to be ready again",
-    )
+    restart_server(admin, "alice")
     assert victim.read_text() == "root's own\n"
     assert victim.stat().st_uid == 0 and victim_dir.stat().st_uid == 0
     assert sorted(p.name for p in victim_dir.iterdir()) == ["secret"]
