@@ -46,6 +46,8 @@ RUNNER_APPEAR_SECONDS = 10.0
 UTILIZATION_REFRESH_SECONDS = 5.0
 # After the grace period, how long more a stopped job may take before runner and group are killed.
 KILL_MARGIN_SECONDS = 1.0
+ACCOUNT_ANSWER_SECONDS = 10.0
+ACCOUNT_ANSWERS_KEPT = 10_000
 RUNNER_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -148,6 +150,7 @@ class LocalExecutor(Executor):
         self._spare: subprocess.Popen[bytes] | None = None
         self._spare_lock = threading.Lock()
         self._refresh_task: asyncio.Task[None] | None = None
+        self._account_answers: dict[str, tuple[float, str | None]] = {}  # user → (until, problem)
 
     # --- inventory ------------------------------------------------------------------------------
 
@@ -214,11 +217,22 @@ class LocalExecutor(Executor):
         return self._job_dir(job_id) / "work"
 
     def account_problem(self, username: str) -> str | None:
+        """Asked on every submit: remembered a few seconds (a lookup in the account database costs
+        about 0.1 ms, on the event loop); launch asks the database itself again."""
+        now = time.monotonic()
+        known = self._account_answers.get(username)
+        if known is not None and known[0] > now:
+            return known[1]
         try:
             find_account(self.settings, username)
         except Forbidden as exc:
-            return exc.message
-        return None
+            problem: str | None = exc.message
+        else:
+            problem = None
+        if len(self._account_answers) > ACCOUNT_ANSWERS_KEPT:
+            self._account_answers.clear()
+        self._account_answers[username] = (now + ACCOUNT_ANSWER_SECONDS, problem)
+        return problem
 
     def _environment(self, job: JobRecord, spec: JobSpec, home: Path, work_dir: Path) -> dict[str, str]:
         devices = {device.index: device for device in self._devices}
