@@ -42,6 +42,8 @@ class Service:
             "GPUJOBS_HOME_TEMPLATE": str(root / "home" / "{username}"),
             "GPUJOBS_NVML": "false",
             "GPUJOBS_LOG_LEVEL": "warning",
+            # The bench user has no system account: its jobs run as the benchmark's own.
+            "GPUJOBS_JOBS_AS_SERVICE_ACCOUNT": "true",
             **(env or {}),
         }
         self.process = ServiceProcess(root / "data", full_env, list(args)).start()
