@@ -129,42 +129,59 @@ def _read(path: str) -> str:
 
 
 class JobGroup:
-    """The cgroups of one job (none, where the machine offers none)."""
+    """The cgroups of one runner's job (none, where the machine offers none).
 
-    def __init__(self, job_id: str, folders: dict[str, str]) -> None:
-        self.job_id = job_id
-        self.folders = folders  # kind ("v2", "freezer", "memory") → the job's cgroup folder
+    Moving a process into a cgroup waits for the kernel (an RCU grace period: 10-20 ms here), so a
+    spare runner makes its group and moves *itself* in while it waits for a job; the job's first
+    process is then born inside, and the runner moves back out (``leave``) while the job's code
+    starts.  The folders are named after the runner, not the job (a cgroup v2 folder cannot be
+    renamed), and recorded in the job folder's runner.json."""
+
+    def __init__(self, folders: dict[str, str], home: dict[str, str] | None = None) -> None:
+        self.folders = folders  # kind ("v2", "freezer", "memory") → the group's folder
+        self.home = home or {}  # kind → the folder the runner came from (to leave the group)
         self.memory: str | None = None  # which kind enforces the memory limit, if any
 
     @classmethod
-    def create(cls, job_id: str, memory_bytes: int | None) -> JobGroup:
-        """Make the job's cgroups (as many kinds as the machine allows; none is fine)."""
+    def create(cls, name: str) -> JobGroup:
+        """Make the group's cgroups (as many kinds as the machine allows; none is fine)."""
         folders: dict[str, str] = {}
+        home: dict[str, str] = {}
         for kind, mount_point, own in _hierarchies():
             if kind in folders:
                 continue
-            parent = os.path.join(mount_point, own.lstrip("/"), GROUP_FOLDER)
-            folder = os.path.join(parent, job_id)
+            origin = os.path.join(mount_point, own.lstrip("/"))
+            folder = os.path.join(origin, GROUP_FOLDER, name)
             try:
                 os.makedirs(folder, exist_ok=True)
             except OSError:
                 continue
             if os.path.exists(os.path.join(folder, "cgroup.procs")):
                 folders[kind] = folder
-        group = cls(job_id, folders)
-        if memory_bytes:
-            group._limit_memory(memory_bytes)
-        return group
+                home[kind] = origin
+        return cls(folders, home)
 
     @classmethod
-    def existing(cls, job_id: str) -> JobGroup:
-        """The job's cgroups as an earlier runner made them (to end what is left of a vanished runner)."""
-        folders = {}
-        for kind, mount_point, own in _hierarchies():
-            folder = os.path.join(mount_point, own.lstrip("/"), GROUP_FOLDER, job_id)
-            if kind not in folders and os.path.isdir(folder):
-                folders[kind] = folder
-        return cls(job_id, folders)
+    def recorded(cls, folders: object) -> JobGroup:
+        """The group a runner recorded in runner.json (to end what is left of a vanished runner): only
+        folders that are gpujobs' own cgroups are taken."""
+        mounts = {mount_point for _kind, mount_point, _own in _hierarchies()}
+        taken = {}
+        if isinstance(folders, dict):
+            for kind, folder in folders.items():
+                if (
+                    isinstance(folder, str)
+                    and f"/{GROUP_FOLDER}/" in folder
+                    and ".." not in folder.split("/")
+                    and any(folder.startswith(mount + "/") for mount in mounts)
+                    and os.path.exists(os.path.join(folder, "cgroup.procs"))
+                ):
+                    taken[str(kind)] = folder
+        return cls(taken)
+
+    def limit_memory(self, memory_bytes: int | None) -> None:
+        if memory_bytes:
+            self._limit_memory(memory_bytes)
 
     def _limit_memory(self, memory_bytes: int) -> None:
         v2 = self.folders.get("v2")
@@ -191,10 +208,17 @@ class JobGroup:
         return "v2" in self.folders or "freezer" in self.folders
 
     def join(self) -> None:
-        """Put the calling process into every cgroup of the job (from the child, before ``exec``)."""
+        """Put the calling process into every cgroup of the group (a runner waiting for a job, or a
+        child before ``exec``)."""
         me = str(os.getpid())
         for folder in self.folders.values():
             _write(os.path.join(folder, "cgroup.procs"), me)
+
+    def leave(self) -> None:
+        """Move the calling process back where it came from."""
+        me = str(os.getpid())
+        for origin in self.home.values():
+            _write(os.path.join(origin, "cgroup.procs"), me)
 
     def members(self) -> list[int]:
         folder = self.folders.get("v2") or self.folders.get("freezer")

@@ -295,7 +295,6 @@ class LocalExecutor(Executor):
             "requirements": spec.requirements,
             "pip_argv": None,
             "uid": None,
-            "cgroups": self.settings.job_cgroups,
         }
         if spec.requirements:
             plan["pip_argv"] = [
@@ -369,11 +368,12 @@ class LocalExecutor(Executor):
         self._runners[job.job_id] = process
         self._prepare_spare()
 
-    @staticmethod
-    def _start_runner(job_dir: Path | None) -> subprocess.Popen[bytes]:
+    def _start_runner(self, job_dir: Path | None) -> subprocess.Popen[bytes]:
         """A detached runner (its own session): for ``job_dir``, or a spare waiting on stdin for one."""
         # -I -S: the runner needs only the standard library, and skipping site saves milliseconds.
         argv = [sys.executable, "-I", "-S", str(RUNNER), str(job_dir) if job_dir else "--standby"]
+        if not self.settings.job_cgroups:
+            argv.append("--no-cgroups")
         log_target = open(job_dir / "runner.log", "ab") if job_dir else subprocess.DEVNULL  # noqa: SIM115
         try:
             return subprocess.Popen(
@@ -479,8 +479,13 @@ class LocalExecutor(Executor):
     def _kill_leftovers(self, job_id: str) -> None:
         # Even when result.json says the job ended: the job folder is the user's to write, and a job
         # could write a result of its own and run on.
-        kill_job_processes(job_id, self._job_uid(job_id))
+        kill_job_processes(job_id, self._job_uid(job_id), self._job_cgroups(job_id))
         self._forget(job_id)
+
+    def _job_cgroups(self, job_id: str) -> object:
+        """The cgroups the job's runner made (runner.json: written by the runner, in the service's
+        own folder), checked again by ``JobGroup.recorded``."""
+        return (_read_json(self._job_dir(job_id) / "runner.json") or {}).get("cgroups")
 
     def _job_uid(self, job_id: str) -> int:
         """The account the job's processes run as (this service's own when none is set)."""
@@ -510,7 +515,7 @@ class LocalExecutor(Executor):
         if runner is not None:
             _signal(runner, signum)  # it passes SIGTERM on to the job at once, and kills after the grace
         if runner is None or overdue:  # no runner to do it (or it is stuck): do it ourselves
-            signal_job_processes(job_id, signum, self._job_uid(job_id))
+            signal_job_processes(job_id, signum, self._job_uid(job_id), self._job_cgroups(job_id))
 
     def _runner_pid(self, job_id: str, job_dir: Path) -> int | None:
         process = self._runners.get(job_id)

@@ -7,8 +7,8 @@ starts fast and runs under any interpreter.
 
 Files in JOB_DIR:
   launch.json   written by the executor: argv, env, cwd, user, limits, requirements (read here)
-  runner.json   written first: {"pid", "start_time"}: lets the service tell this process from a
-                later one that reused its pid
+  runner.json   written first: {"pid", "start_time", "cgroups"}: lets the service tell this process
+                from a later one that reused its pid, and find the job's cgroups if it vanishes
   started.json  the job's code is starting: {"pid", "attempt", "at"}
   output.log    the job's stdout and stderr, plus lines from gpujobs marked "[gpujobs]"
   result.json   written last, atomically: {"reason", "exit_code", "message", "attempts", "at"}
@@ -55,15 +55,16 @@ def process_start_time(pid: int) -> int | None:
     return int(data[data.rfind(b")") + 2 :].split()[19])
 
 
-def job_processes(job_id: str, uid: int | None = None) -> list[int]:
-    """Every live process of a job that this process can find without its runner: those in the job's
-    cgroup, and those that carry the job's id in their environment (only ``uid``'s, when given)."""
-    return sorted(set(JobGroup.existing(job_id).members()) | set(marked_processes(job_id, uid)))
+def job_processes(job_id: str, uid: int | None = None, cgroups: object = None) -> list[int]:
+    """Every live process of a job that this process can find without its runner: those in the
+    cgroups its runner recorded (runner.json's ``cgroups``), and those that carry the job's id in
+    their environment (only ``uid``'s, when given)."""
+    return sorted(set(JobGroup.recorded(cgroups).members()) | set(marked_processes(job_id, uid)))
 
 
-def signal_job_processes(job_id: str, signum: int, uid: int | None = None) -> int:
+def signal_job_processes(job_id: str, signum: int, uid: int | None = None, cgroups: object = None) -> int:
     """Send ``signum`` to every process of the job; how many there were."""
-    pids = job_processes(job_id, uid)
+    pids = job_processes(job_id, uid, cgroups)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signum)
@@ -95,9 +96,9 @@ def kill_all(find: Callable[[], Iterable[int]]) -> None:
         time.sleep(0.01)
 
 
-def kill_job_processes(job_id: str, uid: int | None = None) -> None:
+def kill_job_processes(job_id: str, uid: int | None = None, cgroups: object = None) -> None:
     """End every process of a job whose runner is gone, and remove its cgroups."""
-    group = JobGroup.existing(job_id)
+    group = JobGroup.recorded(cgroups)
     group.kill()
     kill_all(lambda: marked_processes(job_id, uid))
     group.remove()
@@ -127,7 +128,7 @@ def write_json(path: str, content: dict[str, Any]) -> None:
 
 
 class Runner:
-    def __init__(self, job_dir: str) -> None:
+    def __init__(self, job_dir: str, group: JobGroup, *, inside: bool) -> None:
         self.job_dir = job_dir
         with open(os.path.join(job_dir, "launch.json"), encoding="utf-8") as handle:
             self.launch: dict[str, Any] = json.load(handle)
@@ -141,9 +142,9 @@ class Runner:
         timeout = self.launch.get("timeout_seconds")
         self.deadline = self.started + timeout if timeout else None
         self.log = open(os.path.join(job_dir, "output.log"), "ab", buffering=0)  # noqa: SIM115
-        wants_cgroups = self.launch.get("cgroups", True)
-        memory = self.launch.get("memory_bytes")
-        self.group = JobGroup.create(self.job_id, memory) if wants_cgroups else JobGroup(self.job_id, {})
+        self.group = group
+        self.group.limit_memory(self.launch.get("memory_bytes"))
+        self.inside = inside  # whether this process is in the group still (its first child is born there)
 
     def cancel_requested(self) -> bool:
         if not self.cancelled and os.path.exists(os.path.join(self.job_dir, "cancel")):
@@ -159,14 +160,17 @@ class Runner:
         # The cgroup when there is one, and the others anyway: a process that did not make it into the
         # cgroup (a failed join) is still found.
         found = set(self.group.members()) | set(descendants(os.getpid()))
-        return sorted(found | set(marked_processes(self.job_id, self.uid)))
+        found |= set(marked_processes(self.job_id, self.uid))
+        found.discard(os.getpid())  # in the group itself until its first child is born
+        return sorted(found)
 
     def _enter_job(self) -> None:
         """In the child, before exec: into the job's cgroups (as root), then the job's account, then its
         working folder — entered as the job's account, so that a folder swapped for a link after the
         submit check leads nowhere the account could not go itself.  Not Popen's user=/group=/cwd=:
         those act before this runs, as root."""
-        self.group.join()
+        if not self.inside:
+            self.group.join()
         launch = self.launch
         if launch.get("uid") is not None:
             os.setgroups(launch.get("groups") or [])
@@ -182,6 +186,14 @@ class Runner:
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         self.term_sent = False
+        try:
+            return self._popen(argv)
+        finally:
+            if self.inside:  # the child is in the group: out, before anything could kill the group
+                self.group.leave()
+                self.inside = False
+
+    def _popen(self, argv: list[str]) -> subprocess.Popen[bytes]:
         self.current = subprocess.Popen(
             argv,
             env=self.launch["env"],
@@ -386,25 +398,37 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    job_dir = wait_for_job() if argv[1] == "--standby" else argv[1]
+    # What takes time but needs no job happens before one is handed over (a spare runner waits).
+    become_subreaper()
+    use_cgroups = "--no-cgroups" not in argv
+    group = JobGroup.create(f"runner-{os.getpid()}") if use_cgroups else JobGroup({})
+    group.join()
+    try:
+        job_dir = wait_for_job() if argv[1] == "--standby" else argv[1]
+    except BaseException:
+        group.leave()
+        group.remove()
+        raise
     write_json(
         os.path.join(job_dir, "runner.json"),
-        {"pid": os.getpid(), "start_time": process_start_time(os.getpid())},
+        {"pid": os.getpid(), "start_time": process_start_time(os.getpid()), "cgroups": group.folders},
     )
-    become_subreaper()
-    runner = Runner(job_dir)
-    runner.cancelled = bool(stop_asked)
     try:
+        runner = Runner(job_dir, group, inside=True)
+        runner.cancelled = bool(stop_asked)
         result = runner.run()
     except Exception as exc:  # the runner must always leave a result behind
-        runner.say(f"could not run the job: {exc.__class__.__name__}: {exc}")
+        if runner is not None:
+            runner.say(f"could not run the job: {exc.__class__.__name__}: {exc}")
         result = {
             "reason": "StartError",
             "exit_code": None,
             "message": f"could not start: {exc}",
             "attempts": 0,
         }
-    runner.group.remove()
+    if runner is None or runner.inside:
+        group.leave()
+    group.remove()
     result["at"] = time.time()
     write_json(os.path.join(job_dir, "result.json"), result)
     return 0
