@@ -226,3 +226,21 @@ def test_cancel_ends_a_grandchild_that_escaped_while_the_job_runs(
     assert alice.http.post(f"api/k8s/job/{job['job_id']}/cancel").status_code == 200
     alice.wait_status(job["job_id"], "cancelled")
     wait_for(lambda: not pid_alive(grandchild), timeout=30, what="the grandchild to be ended")
+
+
+@pytest.mark.parametrize("cgroups", ["true", "false"])
+def test_a_job_over_its_memory_limit_is_oom_killed(shared_world: World, cgroups: str) -> None:
+    # With a cgroup the kernel enforces the limit; without, the runner measures the whole tree. The
+    # memory is taken by a child process: the job's own process stays small.
+    env = {**ISOLATED, "GPUJOBS_JOB_CGROUPS": cgroups}
+    limited = shared_world.start(env=env, data_dir=shared_world.root / f"data-memory-{cgroups}")
+    alice = _api(shared_world, limited, "alice")
+    code = (
+        "import subprocess, sys\n"
+        "hog = 'b = bytearray(400 * 2**20)\\nfor i in range(0, len(b), 4096): b[i] = 1\\n'\n"
+        "hog += 'import time; time.sleep(60)'\n"
+        "subprocess.run([sys.executable, '-c', hog])\n"
+    )
+    job = alice.submit_ok(**script(code, memory_limit="128Mi", timeout_seconds=120))
+    done = alice.wait_status(job["job_id"], "completed", "failed", timeout=120)
+    assert (done["status"], done["reason"]) == ("failed", "OOMKilled"), alice.logs(job["job_id"])

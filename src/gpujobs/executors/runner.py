@@ -138,6 +138,7 @@ class Runner:
         self.cancelled = False
         self.current: subprocess.Popen[bytes] | None = None  # the process running now (pip or the job)
         self.term_sent = False  # whether it has had its SIGTERM already
+        self.oom_kills_before = 0  # the kernel's count of OOM kills in the group when a process started
         self.started = time.monotonic()
         timeout = self.launch.get("timeout_seconds")
         self.deadline = self.started + timeout if timeout else None
@@ -237,13 +238,13 @@ class Runner:
     def _watch(self, process: subprocess.Popen[bytes]) -> str | None:
         """Wait for the process; return why gpujobs stopped it (Cancelled, Timeout, OOMKilled) or None.
         Whatever it started ends with it, even what left its process group or session."""
-        oom_kills_before = self.group.oom_kills()
+        self.oom_kills_before = self.group.oom_kills()
         try:
             stopped = self._wait(process)
         finally:
             self._end_everything()
-        if stopped is None and process.returncode != 0 and self.group.oom_kills() > oom_kills_before:
-            return "OOMKilled"  # the kernel enforced the memory limit
+        if stopped is None and self.group.oom_kills() > self.oom_kills_before:
+            return "OOMKilled"  # the kernel enforced the memory limit as the job ended
         return stopped
 
     def _end_everything(self) -> None:
@@ -253,7 +254,8 @@ class Runner:
         reap_orphans(current.pid if current is not None and current.returncode is None else None)
 
     def _wait(self, process: subprocess.Popen[bytes]) -> str | None:
-        # Without a kernel limit, the runner polls: the whole tree's resident memory counts.
+        # Without a kernel limit, the runner polls: the whole tree's resident memory counts.  With one,
+        # a process the kernel killed for it ends the whole job, as the poll would have.
         memory_limit = None if self.group.memory else self.launch.get("memory_bytes")
         next_memory_check = 0.0
         while True:
@@ -271,9 +273,14 @@ class Runner:
             if self.deadline is not None and now >= self.deadline:
                 self._stop_group(process, signal.SIGTERM)
                 return "Timeout"
-            if memory_limit and now >= next_memory_check:
+            if now >= next_memory_check and (memory_limit or self.group.memory):
                 next_memory_check = now + 0.1
-                if rss_bytes(self.processes()) > memory_limit:
+                over = (
+                    rss_bytes(self.processes()) > memory_limit
+                    if memory_limit
+                    else self.group.oom_kills() > self.oom_kills_before
+                )
+                if over:
                     self._stop_group(process, signal.SIGKILL)
                     return "OOMKilled"
 
