@@ -144,7 +144,9 @@ class JobGroup:
 
     @classmethod
     def create(cls, name: str) -> JobGroup:
-        """Make the group's cgroups (as many kinds as the machine allows; none is fine)."""
+        """Make the group's cgroups (as many kinds as the machine allows; none is fine).  ``name`` is
+        unique to this runner (its pid and start time): a folder left behind by an earlier runner is
+        never reused with its old limits or state."""
         folders: dict[str, str] = {}
         home: dict[str, str] = {}
         for kind, mount_point, own in _hierarchies():
@@ -153,7 +155,8 @@ class JobGroup:
             origin = os.path.join(mount_point, own.lstrip("/"))
             folder = os.path.join(origin, GROUP_FOLDER, name)
             try:
-                os.makedirs(folder, exist_ok=True)
+                os.makedirs(os.path.dirname(folder), exist_ok=True)
+                os.mkdir(folder)
             except OSError:
                 continue
             if os.path.exists(os.path.join(folder, "cgroup.procs")):
@@ -162,21 +165,24 @@ class JobGroup:
         return cls(folders, home)
 
     @classmethod
-    def recorded(cls, folders: object) -> JobGroup:
-        """The group a runner recorded in runner.json (to end what is left of a vanished runner): only
-        folders that are gpujobs' own cgroups are taken."""
-        mounts = {mount_point for _kind, mount_point, _own in _hierarchies()}
+    def recorded(cls, folders: object, name: str) -> JobGroup:
+        """The group a runner recorded in runner.json, to end what is left of a vanished runner.  Only
+        folders that are exactly ``<a cgroup hierarchy>/…/gpujobs/<name>`` for the runner's own
+        ``name`` are taken: never the shared parent, never another runner's."""
+        mounts = {kind: mount_point for kind, mount_point, _own in _hierarchies()}
         taken = {}
         if isinstance(folders, dict):
             for kind, folder in folders.items():
                 if (
-                    isinstance(folder, str)
-                    and f"/{GROUP_FOLDER}/" in folder
-                    and ".." not in folder.split("/")
-                    and any(folder.startswith(mount + "/") for mount in mounts)
+                    kind in mounts
+                    and isinstance(folder, str)
+                    and os.path.normpath(folder) == folder
+                    and folder.startswith(mounts[kind] + "/")
+                    and os.path.basename(folder) == name
+                    and os.path.basename(os.path.dirname(folder)) == GROUP_FOLDER
                     and os.path.exists(os.path.join(folder, "cgroup.procs"))
                 ):
-                    taken[str(kind)] = folder
+                    taken[kind] = folder
         return cls(taken)
 
     def limit_memory(self, memory_bytes: int | None) -> None:
@@ -188,7 +194,8 @@ class JobGroup:
         if v2:
             # v2 limits memory only where the controller is on in every parent, and it can be turned
             # on only in cgroups without processes of their own (the root is exempt): it works when
-            # the service runs in the root cgroup (a container), and fails harmlessly elsewhere.
+            # the service runs in the hierarchy's root cgroup, and fails harmlessly elsewhere (the
+            # runner then measures the job's memory itself).
             parent = os.path.dirname(v2)
             for above in (os.path.dirname(parent), parent):
                 _write(os.path.join(above, "cgroup.subtree_control"), "+memory")
@@ -209,22 +216,36 @@ class JobGroup:
 
     def join(self) -> None:
         """Put the calling process into every cgroup of the group (a runner waiting for a job, or a
-        child before ``exec``)."""
+        child before ``exec``).  A runner keeps only the kinds it could join (``keep_joined``)."""
         me = str(os.getpid())
         for folder in self.folders.values():
             _write(os.path.join(folder, "cgroup.procs"), me)
 
-    def leave(self) -> None:
-        """Move the calling process back where it came from."""
-        me = str(os.getpid())
+    def keep_joined(self) -> None:
+        """Forget (and remove) the kinds this process is not in after ``join``: nothing may rely on a
+        cgroup the job's first process would not be born in."""
+        me = os.getpid()
+        for kind, folder in list(self.folders.items()):
+            if me not in self._members_of(folder):
+                del self.folders[kind]
+                self.home.pop(kind, None)
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+
+    def leave(self) -> bool:
+        """Move the calling process back where it came from; whether it is out of every cgroup."""
+        me = os.getpid()
         for origin in self.home.values():
-            _write(os.path.join(origin, "cgroup.procs"), me)
+            _write(os.path.join(origin, "cgroup.procs"), str(me))
+        return all(me not in self._members_of(folder) for folder in self.folders.values())
+
+    @staticmethod
+    def _members_of(folder: str) -> list[int]:
+        return [int(pid) for pid in _read(os.path.join(folder, "cgroup.procs")).split()]
 
     def members(self) -> list[int]:
         folder = self.folders.get("v2") or self.folders.get("freezer")
-        if folder is None:
-            return []
-        return [int(pid) for pid in _read(os.path.join(folder, "cgroup.procs")).split()]
+        return [] if folder is None else self._members_of(folder)
 
     def oom_kills(self) -> int:
         """How many processes of the job the kernel has killed for its memory limit so far."""
@@ -255,16 +276,20 @@ class JobGroup:
         )
         if freeze:
             _write(freeze[0], freeze[1])
-        for _ in range(50):
-            pids = self.members()
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            if freeze:
-                _write(freeze[0], freeze[2])  # a frozen process dies only once thawed
-            time.sleep(0.01)
+        try:
+            for _ in range(50):
+                pids = self.members()
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+                if freeze:
+                    _write(freeze[0], freeze[2])  # a frozen process dies only once thawed
+                time.sleep(0.01)
+        finally:
+            if freeze:  # never leave the group frozen: the next process born in it would hang
+                _write(freeze[0], freeze[2])
 
     def remove(self) -> None:
         """Remove the job's cgroups once they are empty (best effort: a leftover folder is harmless)."""

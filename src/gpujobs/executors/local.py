@@ -479,13 +479,13 @@ class LocalExecutor(Executor):
     def _kill_leftovers(self, job_id: str) -> None:
         # Even when result.json says the job ended: the job folder is the user's to write, and a job
         # could write a result of its own and run on.
-        kill_job_processes(job_id, self._job_uid(job_id), self._job_cgroups(job_id))
+        kill_job_processes(job_id, self._job_uid(job_id), self._runner_info(job_id))
         self._forget(job_id)
 
-    def _job_cgroups(self, job_id: str) -> object:
-        """The cgroups the job's runner made (runner.json: written by the runner, in the service's
-        own folder), checked again by ``JobGroup.recorded``."""
-        return (_read_json(self._job_dir(job_id) / "runner.json") or {}).get("cgroups")
+    def _runner_info(self, job_id: str) -> object:
+        """runner.json (written by the runner, in the service's own folder): its pid, start time and
+        cgroups, which ``recorded_group`` checks again before any use."""
+        return _read_json(self._job_dir(job_id) / "runner.json")
 
     def _job_uid(self, job_id: str) -> int:
         """The account the job's processes run as (this service's own when none is set)."""
@@ -515,7 +515,7 @@ class LocalExecutor(Executor):
         if runner is not None:
             _signal(runner, signum)  # it passes SIGTERM on to the job at once, and kills after the grace
         if runner is None or overdue:  # no runner to do it (or it is stuck): do it ourselves
-            signal_job_processes(job_id, signum, self._job_uid(job_id), self._job_cgroups(job_id))
+            signal_job_processes(job_id, signum, self._job_uid(job_id), self._runner_info(job_id))
 
     def _runner_pid(self, job_id: str, job_dir: Path) -> int | None:
         process = self._runners.get(job_id)

@@ -55,16 +55,30 @@ def process_start_time(pid: int) -> int | None:
     return int(data[data.rfind(b")") + 2 :].split()[19])
 
 
-def job_processes(job_id: str, uid: int | None = None, cgroups: object = None) -> list[int]:
+def recorded_group(runner_info: object) -> JobGroup:
+    """The cgroups a runner recorded in its runner.json (checked: only its own folders)."""
+    info = runner_info if isinstance(runner_info, dict) else {}
+    name = group_name(info.get("pid"), info.get("start_time"))
+    return JobGroup.recorded(info.get("cgroups"), name) if name else JobGroup({})
+
+
+def group_name(pid: object, start_time: object) -> str | None:
+    """A runner's cgroups are named after it: its pid and start time never recur together."""
+    if isinstance(pid, int) and isinstance(start_time, int):
+        return f"runner-{pid}-{start_time}"
+    return None
+
+
+def job_processes(job_id: str, uid: int | None = None, runner_info: object = None) -> list[int]:
     """Every live process of a job that this process can find without its runner: those in the
-    cgroups its runner recorded (runner.json's ``cgroups``), and those that carry the job's id in
+    cgroups its runner recorded (``runner_info``: runner.json), and those that carry the job's id in
     their environment (only ``uid``'s, when given)."""
-    return sorted(set(JobGroup.recorded(cgroups).members()) | set(marked_processes(job_id, uid)))
+    return sorted(set(recorded_group(runner_info).members()) | set(marked_processes(job_id, uid)))
 
 
-def signal_job_processes(job_id: str, signum: int, uid: int | None = None, cgroups: object = None) -> int:
+def signal_job_processes(job_id: str, signum: int, uid: int | None = None, runner_info: object = None) -> int:
     """Send ``signum`` to every process of the job; how many there were."""
-    pids = job_processes(job_id, uid, cgroups)
+    pids = job_processes(job_id, uid, runner_info)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signum)
@@ -96,9 +110,9 @@ def kill_all(find: Callable[[], Iterable[int]]) -> None:
         time.sleep(0.01)
 
 
-def kill_job_processes(job_id: str, uid: int | None = None, cgroups: object = None) -> None:
+def kill_job_processes(job_id: str, uid: int | None = None, runner_info: object = None) -> None:
     """End every process of a job whose runner is gone, and remove its cgroups."""
-    group = JobGroup.recorded(cgroups)
+    group = recorded_group(runner_info)
     group.kill()
     kill_all(lambda: marked_processes(job_id, uid))
     group.remove()
@@ -116,6 +130,18 @@ def reap_orphans(keep: int | None) -> None:
             return
         with contextlib.suppress(ChildProcessError):
             os.waitpid(info.si_pid, 0)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name
+        return str(number)
+
+
+def _write_text(path: str, text: str) -> None:
+    with contextlib.suppress(OSError), open(path, "w", encoding="ascii") as handle:
+        handle.write(text)
 
 
 def write_json(path: str, content: dict[str, Any]) -> None:
@@ -172,6 +198,7 @@ class Runner:
         those act before this runs, as root."""
         if not self.inside:
             self.group.join()
+        _write_text("/proc/self/oom_score_adj", "0")  # the runner's own -1000 is not the job's
         launch = self.launch
         if launch.get("uid") is not None:
             os.setgroups(launch.get("groups") or [])
@@ -187,12 +214,19 @@ class Runner:
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         self.term_sent = False
+        self.oom_kills_before = self.group.oom_kills()
         try:
             return self._popen(argv)
         finally:
             if self.inside:  # the child is in the group: out, before anything could kill the group
-                self.group.leave()
                 self.inside = False
+                if not self.group.leave():
+                    # Stuck inside: killing the group would kill this process.  Find the job's
+                    # processes without it, and measure its memory (the kernel limit may still hold).
+                    self.say(
+                        "could not leave the job's cgroups; the job's processes are tracked without them"
+                    )
+                    self.group = JobGroup({})
 
     def _popen(self, argv: list[str]) -> subprocess.Popen[bytes]:
         self.current = subprocess.Popen(
@@ -238,7 +272,6 @@ class Runner:
     def _watch(self, process: subprocess.Popen[bytes]) -> str | None:
         """Wait for the process; return why gpujobs stopped it (Cancelled, Timeout, OOMKilled) or None.
         Whatever it started ends with it, even what left its process group or session."""
-        self.oom_kills_before = self.group.oom_kills()
         try:
             stopped = self._wait(process)
         finally:
@@ -361,7 +394,7 @@ class Runner:
                     "reason": "Signaled",
                     "exit_code": exit_code,
                     "attempts": attempt,
-                    "message": f"killed by signal {signal.Signals(-code).name}",
+                    "message": f"killed by signal {_signal_name(-code)}",
                 }
             else:
                 outcome = {
@@ -407,26 +440,32 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # What takes time but needs no job happens before one is handed over (a spare runner waits).
     become_subreaper()
-    use_cgroups = "--no-cgroups" not in argv
-    group = JobGroup.create(f"runner-{os.getpid()}") if use_cgroups else JobGroup({})
+    # The kernel's OOM killer never picks the runner (the job's processes start at 0 again).
+    _write_text("/proc/self/oom_score_adj", "-1000")
+    me = os.getpid()
+    name = group_name(me, process_start_time(me))
+    group = JobGroup.create(name) if name and "--no-cgroups" not in argv else JobGroup({})
     group.join()
+    group.keep_joined()
     try:
         job_dir = wait_for_job() if argv[1] == "--standby" else argv[1]
     except BaseException:
         group.leave()
         group.remove()
         raise
-    write_json(
-        os.path.join(job_dir, "runner.json"),
-        {"pid": os.getpid(), "start_time": process_start_time(os.getpid()), "cgroups": group.folders},
-    )
     try:
+        write_json(
+            os.path.join(job_dir, "runner.json"),
+            {"pid": me, "start_time": process_start_time(me), "cgroups": group.folders},
+        )
         runner = Runner(job_dir, group, inside=True)
         runner.cancelled = bool(stop_asked)
         result = runner.run()
-    except Exception as exc:  # the runner must always leave a result behind
+    except Exception as exc:  # the runner must always leave a result behind, and nothing running
         if runner is not None:
             runner.say(f"could not run the job: {exc.__class__.__name__}: {exc}")
+            if not runner.inside:
+                runner._end_everything()
         result = {
             "reason": "StartError",
             "exit_code": None,
@@ -435,7 +474,7 @@ def main(argv: list[str]) -> int:
         }
     if runner is None or runner.inside:
         group.leave()
-    group.remove()
+    (runner.group if runner is not None else group).remove()
     result["at"] = time.time()
     write_json(os.path.join(job_dir, "result.json"), result)
     return 0
