@@ -155,9 +155,11 @@ def test_run_as_root_the_hub_gives_each_user_an_account_for_server_and_jobs(
         what="the job to finish",
     )
     assert service.get(f"api/k8s/job/{job_id}/logs").json()["data"]["logs"].strip() == str(account.pw_uid)
-    # Her home is hers alone.
+    # Her home is hers alone, and the hub's own files are not hers to read.
     home = hub.data_dir / "home" / "alice"
     assert home.stat().st_uid == account.pw_uid and stat.S_IMODE(home.stat().st_mode) == 0o700
+    for private in ("jupyterhub.sqlite", "jupyterhub_cookie_secret", "user-password", "admin-password"):
+        assert stat.S_IMODE((hub.data_dir / private).stat().st_mode) & 0o077 == 0, private
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the hub writes into homes as root only when run as root")

@@ -33,6 +33,12 @@ homes.mkdir(exist_ok=True)
 if accounts:  # users' accounts pass through to their homes (and the service's job folders); list nothing
     for folder in (data_dir, homes):
         os.chmod(folder, 0o711)  # noqa: S103
+    # ...and read none of the hub's files there (its database, secrets): made private from now on,
+    # and made so if an earlier start left them readable.
+    os.umask(0o077)
+    for entry in data_dir.iterdir():
+        if entry.is_file() and not entry.is_symlink() and entry.stat().st_uid == 0:
+            os.chmod(entry, 0o600)
 
 # --- the hub and its proxy --------------------------------------------------------------------
 c.JupyterHub.bind_url = public_url
@@ -61,6 +67,7 @@ if accounts:
     user_python = env("GPUJOBS_HUB_USER_PYTHON") or str(ensure_user_environment())
     c.JupyterHub.spawner_class = AccountSpawner
     c.AccountSpawner.account_template = ACCOUNT_TEMPLATE
+    c.AccountSpawner.popen_kwargs = {"umask": 0o022}  # users' own files as a login shell makes them
     c.Spawner.cmd = [user_python, "-m", "jupyterhub.singleuser"]
 else:
     c.JupyterHub.spawner_class = "simple"
