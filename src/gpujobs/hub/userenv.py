@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,32 +61,57 @@ def _source_digest() -> str:
 
 
 def ensure_user_environment(path: Path = DEFAULT_PATH, *, say: Callable[[str], object] = print) -> Path:
-    """The environment's interpreter, making (or remaking, when gpujobs or its versions changed) the
-    environment first.  Slow the first time (pip downloads JupyterLab): says so."""
+    """The environment's interpreter, making the environment first when gpujobs (or what it asks
+    for) changed.  ``path`` is a link to the current version, ``<path>-<digest>``, and the interpreter
+    returned lies in that version: a rebuild makes a new version beside it and moves the link, so
+    servers and jobs already running keep the environment they started from.  The version before
+    stays; older ones are removed.  Slow the first time (pip downloads JupyterLab): says so."""
     wanted = [*PACKAGES, f"jupyterhub=={metadata.version('jupyterhub')}", gpujobs_requirement()]
     python = base_python()
     want = hashlib.sha256("\n".join([python, *wanted, _source_digest()]).encode()).hexdigest()
-    stamp = path / _STAMP
-    interpreter = path / "bin" / "python"
-    if stamp.exists() and stamp.read_text().strip() == want and interpreter.exists():
-        return interpreter
-    say(f"gpujobs: making the users' environment in {path} (once; a few minutes the first time)")
-    if path.exists():
-        shutil.rmtree(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([python, "-m", "venv", "--without-pip", str(path)], check=True)
+    version = path.with_name(f"{path.name}-{want[:12]}")
+    interpreter = version / "bin" / "python"
+    if not ((version / _STAMP).exists() and interpreter.exists()):
+        say(f"gpujobs: making the users' environment in {version} (once; a few minutes the first time)")
+        _build(version, python, wanted)
+        (version / _STAMP).write_text(want)
+    previous = path.resolve() if path.is_symlink() else None
+    _point(path, version)
+    for other in path.parent.glob(f"{path.name}-*"):
+        made_here = re.fullmatch(rf"{re.escape(path.name)}-[0-9a-f]{{12}}", other.name)
+        if made_here and other not in (version, previous) and not other.is_symlink():
+            shutil.rmtree(other, ignore_errors=True)
+    return interpreter
+
+
+def _build(version: Path, python: str, wanted: list[str]) -> None:
+    if version.exists():
+        shutil.rmtree(version)  # a build that did not finish
+    version.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([python, "-m", "venv", "--without-pip", str(version)], check=True)
     # This environment's pip installs into the new one (--python): the system's Python may lack ensurepip.
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(interpreter), "install", "--quiet",
+        [sys.executable, "-m", "pip", "--python", str(version / "bin" / "python"), "install", "--quiet",
          "--disable-pip-version-check", *wanted],
         check=True,
     )  # fmt: skip
-    for folder, dirs, files in os.walk(path):
+    for folder, dirs, files in os.walk(version):
         for name in [*dirs, *files]:
             entry = os.path.join(folder, name)
             if not os.path.islink(entry):
                 os.chmod(entry, os.stat(entry).st_mode | 0o444 | (0o111 if os.path.isdir(entry) else 0))
-    for top in (path.parent, path):
+    for top in (version.parent, version):
         os.chmod(top, 0o755)  # noqa: S103 - every account runs it: the point
-    stamp.write_text(want)
-    return interpreter
+
+
+def _point(link: Path, version: Path) -> None:
+    """``link`` → ``version``, swapped in one step (an environment made before versions is kept
+    aside: servers may still run from it)."""
+    if link.is_symlink() and link.resolve() == version:
+        return
+    if link.exists() and not link.is_symlink():
+        link.rename(link.with_name(f"{link.name}-unversioned"))
+    fresh = link.with_name(f".{link.name}.link")
+    fresh.unlink(missing_ok=True)
+    fresh.symlink_to(version.name)
+    os.replace(fresh, link)
