@@ -18,13 +18,18 @@ SCOPE = "access:services!service=gpujobs"
 
 
 def load(name: str, env: dict[str, str] | None = None) -> Config:
+    """The config as JupyterHub loads it, in this process: what it changes here (the environment, the
+    umask, which the single-machine config sets to 077 as root) is put back for the other tests."""
     old = dict(os.environ)
     os.environ.update(env or {})
+    umask = os.umask(0o022)
+    os.umask(umask)
     try:
         return PyFileConfigLoader(name, path=str(REPO / "deploy" / "jupyterhub")).load_config()
     finally:
         os.environ.clear()
         os.environ.update(old)
+        os.umask(umask)
 
 
 def fake_spawner(name: str) -> SimpleNamespace:

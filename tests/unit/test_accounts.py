@@ -89,6 +89,7 @@ def test_a_private_folder_on_the_way_is_found() -> None:
         os.chmod(top, 0o755)  # noqa: S103
         private = Path(top) / "private"
         (private / "inner").mkdir(parents=True)
+        (private / "inner").chmod(0o755)  # whatever the umask
         private.chmod(0o700)
         assert unreachable_folder(private / "inner") == private
         private.chmod(0o711)

@@ -88,18 +88,25 @@ def _build(version: Path, python: str, wanted: list[str]) -> None:
     if version.exists():
         shutil.rmtree(version)  # a build that did not finish
     version.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([python, "-m", "venv", "--without-pip", str(version)], check=True)
-    # This environment's pip installs into the new one (--python): the system's Python may lack ensurepip.
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(version / "bin" / "python"), "install", "--quiet",
-         "--disable-pip-version-check", *wanted],
-        check=True,
-    )  # fmt: skip
+    umask = os.umask(0o022)  # every account reads and runs what is made here (the hub's own is 077)
+    try:
+        subprocess.run([python, "-m", "venv", "--without-pip", str(version)], check=True)
+        # This environment's pip installs into the new one (--python): the system's Python may lack
+        # ensurepip.
+        subprocess.run(
+            [sys.executable, "-m", "pip", "--python", str(version / "bin" / "python"), "install", "--quiet",
+             "--disable-pip-version-check", *wanted],
+            check=True,
+        )  # fmt: skip
+    finally:
+        os.umask(umask)
     for folder, dirs, files in os.walk(version):
         for name in [*dirs, *files]:
             entry = os.path.join(folder, name)
             if not os.path.islink(entry):
-                os.chmod(entry, os.stat(entry).st_mode | 0o444 | (0o111 if os.path.isdir(entry) else 0))
+                mode = os.stat(entry).st_mode
+                runnable = os.path.isdir(entry) or mode & 0o100
+                os.chmod(entry, mode | 0o444 | (0o111 if runnable else 0))
     for top in (version.parent, version):
         os.chmod(top, 0o755)  # noqa: S103 - every account runs it: the point
 
