@@ -111,7 +111,7 @@ def _hierarchies() -> Iterator[tuple[str, str, str]]:
                     yield controller, mount_point, own[controller]
 
 
-def _write(path: str, value: str) -> bool:
+def write_quietly(path: str, value: str) -> bool:
     try:
         with open(path, "w", encoding="ascii") as handle:
             handle.write(value)
@@ -198,14 +198,14 @@ class JobGroup:
             # runner then measures the job's memory itself).
             parent = os.path.dirname(v2)
             for above in (os.path.dirname(parent), parent):
-                _write(os.path.join(above, "cgroup.subtree_control"), "+memory")
-            if _write(os.path.join(v2, "memory.max"), str(memory_bytes)):
-                _write(os.path.join(v2, "memory.swap.max"), "0")
+                write_quietly(os.path.join(above, "cgroup.subtree_control"), "+memory")
+            if write_quietly(os.path.join(v2, "memory.max"), str(memory_bytes)):
+                write_quietly(os.path.join(v2, "memory.swap.max"), "0")
                 self.memory = "v2"
                 return
         memory = self.folders.get("memory")
-        if memory and _write(os.path.join(memory, "memory.limit_in_bytes"), str(memory_bytes)):
-            _write(os.path.join(memory, "memory.memsw.limit_in_bytes"), str(memory_bytes))
+        if memory and write_quietly(os.path.join(memory, "memory.limit_in_bytes"), str(memory_bytes)):
+            write_quietly(os.path.join(memory, "memory.memsw.limit_in_bytes"), str(memory_bytes))
             self.memory = "memory"
             return
         self.memory = None
@@ -219,7 +219,7 @@ class JobGroup:
         child before ``exec``).  A runner keeps only the kinds it could join (``keep_joined``)."""
         me = str(os.getpid())
         for folder in self.folders.values():
-            _write(os.path.join(folder, "cgroup.procs"), me)
+            write_quietly(os.path.join(folder, "cgroup.procs"), me)
 
     def keep_joined(self) -> None:
         """Forget (and remove) the kinds this process is not in after ``join``: nothing may rely on a
@@ -236,7 +236,7 @@ class JobGroup:
         """Move the calling process back where it came from; whether it is out of every cgroup."""
         me = os.getpid()
         for origin in self.home.values():
-            _write(os.path.join(origin, "cgroup.procs"), str(me))
+            write_quietly(os.path.join(origin, "cgroup.procs"), str(me))
         return all(me not in self._members_of(folder) for folder in self.folders.values())
 
     @staticmethod
@@ -265,7 +265,7 @@ class JobGroup:
         """End every process in the job's cgroup: at once with ``cgroup.kill`` (v2), else frozen first
         (so none can fork meanwhile) and then killed."""
         v2 = self.folders.get("v2")
-        if v2 and _write(os.path.join(v2, "cgroup.kill"), "1"):
+        if v2 and write_quietly(os.path.join(v2, "cgroup.kill"), "1"):
             return
         freeze = (
             (os.path.join(v2, "cgroup.freeze"), "1", "0")
@@ -275,7 +275,7 @@ class JobGroup:
             else None
         )
         if freeze:
-            _write(freeze[0], freeze[1])
+            write_quietly(freeze[0], freeze[1])
         try:
             for _ in range(50):
                 pids = self.members()
@@ -285,11 +285,11 @@ class JobGroup:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(pid, signal.SIGKILL)
                 if freeze:
-                    _write(freeze[0], freeze[2])  # a frozen process dies only once thawed
+                    write_quietly(freeze[0], freeze[2])  # a frozen process dies only once thawed
                 time.sleep(0.01)
         finally:
             if freeze:  # never leave the group frozen: the next process born in it would hang
-                _write(freeze[0], freeze[2])
+                write_quietly(freeze[0], freeze[2])
 
     def remove(self) -> None:
         """Remove the job's cgroups once they are empty (best effort: a leftover folder is harmless)."""

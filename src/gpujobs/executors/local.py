@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
+from ..datadir import passable_dir
 from ..errors import Forbidden
 from ..inventory import Device, Inventory, Node
 from ..models import JobSpec, JobStatus
@@ -122,12 +123,6 @@ def _write_new(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def _service_dir(path: Path) -> None:
-    """A folder of the service's that job accounts may pass through but not list (mode 0711)."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o711)  # noqa: S103 - traversable, not listable: the point
-
-
 def _signal(pid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signum)
@@ -155,9 +150,9 @@ class LocalExecutor(Executor):
     # --- inventory ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # Job accounts may pass through to their own work folders, but list and read nothing else.
-        for folder in (self.settings.data_dir, self.settings.jobs_dir):
-            _service_dir(folder)
+        # Job accounts may pass through to their own work folders, but list and read nothing else (the
+        # data folder itself was made so as the service started).
+        passable_dir(self.settings.jobs_dir)
         real = (
             await asyncio.to_thread(discover_nvml, self.settings.gpu_type_aliases)
             if self.settings.nvml
@@ -352,7 +347,7 @@ class LocalExecutor(Executor):
         launch_file = job_dir / "launch.json"
         if launch_file.exists() or (job_dir / "cancel").exists():
             return  # handed over before, or stopped before it could be: never start it (again)
-        _service_dir(job_dir)
+        passable_dir(job_dir)
         try:
             plan = self._launch_plan(job, job_dir)
         except (ValueError, KeyError, LookupError) as exc:
@@ -503,7 +498,7 @@ class LocalExecutor(Executor):
         SIGTERM (it passes it on to the job at once, and kills the job after the grace period), and
         once the grace period is over, SIGKILL the runner and every process of the job."""
         job_dir = self._job_dir(job_id)
-        _service_dir(job_dir)
+        passable_dir(job_dir)
         (job_dir / "cancel").touch()
         now = time.monotonic()
         first = self._stop_asked.setdefault(job_id, now)

@@ -39,10 +39,10 @@ from typing import Any
 POLL = 0.05
 
 if __package__:
-    from .jobgroup import JobGroup, become_subreaper, descendants, marked_processes, rss_bytes
+    from .jobgroup import JobGroup, become_subreaper, descendants, marked_processes, rss_bytes, write_quietly
 else:  # run as a script (python -I -S runner.py): its folder is not on the path
     sys.path.append(os.path.dirname(os.path.abspath(__file__)))
-    from jobgroup import JobGroup, become_subreaper, descendants, marked_processes, rss_bytes  # type: ignore[no-redef]
+    from jobgroup import JobGroup, become_subreaper, descendants, marked_processes, rss_bytes, write_quietly  # type: ignore[no-redef]
 
 
 def process_start_time(pid: int) -> int | None:
@@ -139,11 +139,6 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-def _write_text(path: str, text: str) -> None:
-    with contextlib.suppress(OSError), open(path, "w", encoding="ascii") as handle:
-        handle.write(text)
-
-
 def write_json(path: str, content: dict[str, Any]) -> None:
     temporary = f"{path}.tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
@@ -198,7 +193,7 @@ class Runner:
         those act before this runs, as root."""
         if not self.inside:
             self.group.join()
-        _write_text("/proc/self/oom_score_adj", "0")  # the runner's own -1000 is not the job's
+        write_quietly("/proc/self/oom_score_adj", "0")  # the runner's own -1000 is not the job's
         launch = self.launch
         if launch.get("uid") is not None:
             os.setgroups(launch.get("groups") or [])
@@ -441,7 +436,7 @@ def main(argv: list[str]) -> int:
     # What takes time but needs no job happens before one is handed over (a spare runner waits).
     become_subreaper()
     # The kernel's OOM killer never picks the runner (the job's processes start at 0 again).
-    _write_text("/proc/self/oom_score_adj", "-1000")
+    write_quietly("/proc/self/oom_score_adj", "-1000")
     me = os.getpid()
     name = group_name(me, process_start_time(me))
     group = JobGroup.create(name) if name and "--no-cgroups" not in argv else JobGroup({})

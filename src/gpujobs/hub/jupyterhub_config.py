@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from gpujobs.datadir import passable_dir, protect_data_dir
 from gpujobs.hub import gpujobs_roles, gpujobs_service, make_pre_spawn_hook, server_token_scopes
 from gpujobs.hub.accounts import ACCOUNT_TEMPLATE, AccountSpawner, ensure_account, system_account_name
 from gpujobs.hub.userenv import ensure_user_environment
@@ -30,15 +31,13 @@ homes = data_dir / "home"
 accounts = os.geteuid() == 0
 data_dir.mkdir(parents=True, exist_ok=True)
 homes.mkdir(exist_ok=True)
-if accounts:  # users' accounts pass through to their homes (and the service's job folders); list nothing
-    for folder in (data_dir, homes):
-        os.chmod(folder, 0o711)  # noqa: S103
-    # ...and read none of the hub's files there (its database, secrets): made private from now on,
-    # and made so if an earlier start left them readable.
+if accounts:
+    # Users' accounts pass through to their homes (and the service's job folders), list nothing, and
+    # read none of the hub's files (its database, secrets): private from now on, and made so if an
+    # earlier start left them readable.
     os.umask(0o077)
-    for entry in data_dir.iterdir():
-        if entry.is_file() and not entry.is_symlink() and entry.stat().st_uid == 0:
-            os.chmod(entry, 0o600)
+    protect_data_dir(data_dir)
+    passable_dir(homes)
 
 # --- the hub and its proxy --------------------------------------------------------------------
 c.JupyterHub.bind_url = public_url

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..config import Settings
+from ..datadir import protect_data_dir
 from ..errors import GpujobsError
 from ..executors.base import Executor
 from ..models import JobSpec
@@ -26,7 +27,7 @@ from ..store.live import LiveJobs
 from .audit import AuditLog
 from .audit_routes import router as audit_router
 from .auth import HubAuthenticator
-from .health import DataDirLock, LoopLag, Maintenance, protect_data_dir
+from .health import DataDirLock, LoopLag, Maintenance
 from .jobs import JobService
 from .metrics import Metrics
 from .responses import BodyLimit, on_domain_error, on_http_error, on_unexpected, on_validation_error

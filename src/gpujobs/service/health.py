@@ -33,17 +33,6 @@ class DataDirInUse(RuntimeError):
     pass
 
 
-def protect_data_dir(data_dir: Path) -> None:
-    """Job accounts may pass through the data dir to their own work folders (mode 0711) but read
-    nothing of the service's in it: the database, the lock and the audit log are 0600.  (Files made
-    from now on are 0600 anyway: ``gpujobs serve`` runs with umask 077.)"""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o711)  # noqa: S103 - traversable, not listable: the point
-    for entry in data_dir.iterdir():
-        if entry.is_file() and entry.stat().st_uid == os.geteuid():
-            os.chmod(entry, 0o600)
-
-
 class DataDirLock:
     """One service per data dir: two would both schedule onto the same GPUs.  An exclusive ``flock``
     on ``<data_dir>/service.lock``, which the kernel releases when the process dies (kill -9 included),
