@@ -304,6 +304,9 @@ class JobView(BaseModel):
     image: str | None = None
     script_path: str | None = None
     created_at: datetime
+    admitted_at: datetime | None = Field(
+        None, description="When the scheduler gave it its GPUs (its code starts a moment later)."
+    )
     started_at: datetime | None = None
     finished_at: datetime | None = None
     exit_code: int | None = None

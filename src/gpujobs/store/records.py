@@ -71,6 +71,7 @@ class JobRecord:
             image=spec.get("image"),
             script_path=spec.get("script_path"),
             created_at=self.created_at,
+            admitted_at=self.admitted_at,
             started_at=self.started_at,
             finished_at=self.finished_at,
             exit_code=self.exit_code,
