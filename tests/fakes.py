@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gpujobs.executors.base import ABSENT, STARTING, Executor, LaunchError, Observation, Phase
+from gpujobs.executors.base import ABSENT, STARTING, Executor, LaunchError, Observation, Phase, ViewState
 from gpujobs.inventory import Device, Inventory, Node
 from gpujobs.models import JobStatus
 from gpujobs.store.records import JobRecord
@@ -141,6 +141,21 @@ class FailingLaunch(LaunchRaises):
 
     def __init__(self, log_dir: Path, message: str) -> None:
         super().__init__(log_dir, LaunchError(message))
+
+
+class StaleView(FakeExecutor):
+    """Loses touch with its cluster while ``stale`` is set (as a Kubernetes watch does when the API
+    server is down): its view says so."""
+
+    def __init__(self, log_dir: Path, gpus: int = 1) -> None:
+        super().__init__(log_dir, gpus)
+        self.stale = False
+        self.synced_at = datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
+
+    def view_state(self) -> ViewState:
+        if not self.stale:
+            return ViewState(synced_at=datetime.now(timezone.utc))
+        return ViewState(True, self.synced_at, "the view of the cluster is stale: the watch of Pods is down")
 
 
 class NeverStarts(FakeExecutor):

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         default_factory=list, description="Operator's pip options, e.g. an index."
     )
     kill_grace_seconds: float = 5.0
+    launch_retry_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How long a launch that meets passing trouble (the cluster does not answer, 5xx, 429) "
+        "is tried again, with backoff, before the job fails as LaunchFailed.",
+    )
     max_inline_script_bytes: int = 1024 * 1024
     allowed_images: StrList = Field(default_factory=lambda: ["gpujobs-runtime:cpu", "gpujobs-runtime:gpu"])
     gpu_type_aliases: dict[str, str] = Field(default_factory=dict)
@@ -130,6 +136,22 @@ class Settings(BaseSettings):
         "('safe', KubeSpawner 7+; 'escape', the legacy scheme).",
     )
     kube_shared_claim: str | None = Field(None, description="A PVC mounted at /shared in every job.")
+    kube_watch_timeout_seconds: int = Field(
+        30, ge=1, le=3600, description="Each watch asks the API server to end it after this long (then it "
+        "is reopened); a server sends a bookmark shortly before, so a quiet cluster is still heard from."
+    )
+    kube_silence_seconds: float = Field(
+        65.0,
+        gt=0,
+        description="A watch that hears nothing (no event, no bookmark) for this long is listed again; "
+        "meanwhile the cluster view counts as stale: gpu-status says so and nothing is admitted onto it.",
+    )
+    kube_container_creating_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="A job whose pod is still being created (volumes, image) after this long fails with "
+        "the cluster's last warning about it.",
+    )
 
     api_docs: bool = Field(True, description="Serve the interactive API docs at /docs (from local files).")
     cors_origins: StrList = Field(

@@ -22,6 +22,7 @@ OTHER_WORKLOADS = "other-workloads"  # the holder shown for GPUs that pods outsi
 OTHER_USERS = "other-users"  # the holder a user sees for GPUs that other users' jobs hold
 _TYPES_JSON = TypeAdapter(list[GpuTypeSummary])
 _DATETIME_JSON = TypeAdapter(datetime)
+_OPTIONAL_DATETIME_JSON = TypeAdapter(datetime | None)
 _STR_JSON = TypeAdapter(str)
 
 
@@ -131,6 +132,8 @@ def build_gpu_status(
     include_nodes: bool = True,
     external: Mapping[str, Sequence[str]] | None = None,
     viewer: str | None = None,
+    stale: bool = False,
+    synced_at: datetime | None = None,
 ) -> GpuStatus:
     """``external``: per node, device slots held by workloads that are not gpujobs jobs.  ``viewer``:
     the user asking, who sees only their own job ids (None: an admin, who sees all)."""
@@ -154,6 +157,8 @@ def build_gpu_status(
         gpu_nodes=nodes,
         last_updated=inventory.updated_at,
         source=inventory.source,
+        stale=stale,
+        synced_at=synced_at,
     )
 
 
@@ -162,6 +167,24 @@ class RenderedStatus:
     body: bytes  # GpuStatus as JSON, exactly as ``build_gpu_status(...).model_dump_json()``
     total_gpus: int
     available_gpus: int
+
+    def seen(self, stale: bool, synced_at: datetime | None) -> RenderedStatus:
+        """The same answer with how current it is (that changes by the second, so it is not part of
+        what is remembered: remembered answers end with the tail of a current view)."""
+        if not stale and synced_at is None:
+            return self
+        tail = _view_tail(stale, synced_at)
+        return RenderedStatus(self.body[: -len(_CURRENT_TAIL)] + tail, self.total_gpus, self.available_gpus)
+
+
+def _view_tail(stale: bool, synced_at: datetime | None) -> bytes:
+    return b',"stale":%s,"synced_at":%s}' % (
+        b"true" if stale else b"false",
+        _OPTIONAL_DATETIME_JSON.dump_json(synced_at),
+    )
+
+
+_CURRENT_TAIL = _view_tail(False, None)
 
 
 @dataclass(frozen=True)
@@ -299,7 +322,7 @@ class GpuStatusCache:
                 _DATETIME_JSON.dump_json(inventory.updated_at),
                 b',"source":',
                 _STR_JSON.dump_json(inventory.source),
-                b"}",
+                _CURRENT_TAIL,
             ]
         )
         return RenderedStatus(body, total, available)

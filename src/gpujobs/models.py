@@ -353,6 +353,16 @@ class GpuStatus(BaseModel):
     gpu_nodes: list[GpuNodeView]
     last_updated: datetime
     source: str = Field(description="local, simulated, kubernetes, or a mix such as 'local+simulated'.")
+    stale: bool = Field(
+        False,
+        description="True while gpujobs is out of touch with the cluster: these figures may be out of date, "
+        "and no job is admitted until it is in touch again.",
+    )
+    synced_at: datetime | None = Field(
+        None,
+        description="When this view was last known to match the cluster (null where it always does: the "
+        "local executor).",
+    )
 
 
 class JobList(BaseModel):

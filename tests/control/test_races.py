@@ -16,6 +16,7 @@ from fakes import (
     NeverStarts,
     ObserveFailsFor,
     SlowLaunch,
+    StaleView,
     StopTakesTime,
 )
 
@@ -96,7 +97,7 @@ async def test_cancel_during_launch_stops_the_job_and_frees_its_gpu_only_then(
 async def test_a_cancel_between_launch_retries_stops_the_retries(harness, tmp_path: Path) -> None:
     executor = LaunchRaises(tmp_path / "logs", OSError("disk busy"), times=1)
     async with harness(executor) as h:
-        h.rt.reconciler.launch_retry_delays = (0.2, 0.2)
+        h.rt.reconciler.launch_backoff = (0.2, 0.2)
         job = await h.submit(h.alice, **ONE_GPU)
         await h.cycle()
         await h.rt.reconciler.pass_once()  # the first try raises; the launcher waits to try again
@@ -223,13 +224,20 @@ async def test_a_rebuild_after_a_submission_keeps_it(harness, tmp_path: Path) ->
 
 async def test_an_unexpected_launch_error_is_retried_then_recorded(harness, tmp_path: Path) -> None:
     executor = LaunchRaises(tmp_path / "logs", OSError("no space left on device"))
-    async with harness(executor) as h:
-        h.rt.reconciler.launch_retry_delays = (0.0, 0.0)
+    async with harness(executor, launch_retry_seconds=0.5) as h:
+        h.rt.reconciler.launch_backoff = (0.05, 0.05)
         job = await h.submit(h.alice, **ONE_GPU)
-        await h.step()
+        await h.cycle()
+        await h.rt.reconciler.pass_once()
+        while len(executor.launches) < 2:  # while it is tried again, its owner is told why it waits
+            await asyncio.sleep(0.01)
+        view = await h.status(job)
+        assert view["status"] == "pending" and "no space left on device" in view["message"]
+        await h.rt.reconciler.settle()
         view = await h.status(job)
         assert (view["status"], view["reason"]) == ("failed", "LaunchFailed")
-        assert "OSError: no space left on device" in view["message"] and len(executor.launches) == 3
+        assert "OSError: no space left on device" in view["message"]
+        assert 3 <= len(executor.launches) <= 11  # tried for the time allowed (0.5 s), not forever
         await h.reconcile()  # the executor has nothing of it: the GPU is free
         assert h.rt.live.holding() == []
 
@@ -237,11 +245,29 @@ async def test_an_unexpected_launch_error_is_retried_then_recorded(harness, tmp_
 async def test_a_passing_launch_error_is_retried_until_the_job_starts(harness, tmp_path: Path) -> None:
     executor = LaunchRaises(tmp_path / "logs", RuntimeError("api server restarting"), times=2)
     async with harness(executor) as h:
-        h.rt.reconciler.launch_retry_delays = (0.0, 0.0, 0.0)
+        h.rt.reconciler.launch_backoff = (0.0, 0.0)
         job = await h.submit(h.alice, **ONE_GPU)
         await h.step(2)
+        view = await h.status(job)
+        assert view["status"] == "running" and executor.ran_code == {job}
+        assert view["message"] is None  # the news of the trouble is gone with it
+
+
+async def test_a_launch_waits_as_long_as_the_other_side_asks(harness, tmp_path: Path) -> None:
+    """A passing error that says when to come back (Retry-After) is tried again no sooner."""
+    error = RuntimeError("too many requests")
+    error.retry_after = 0.3  # type: ignore[attr-defined]
+    executor = LaunchRaises(tmp_path / "logs", error, times=1)
+    async with harness(executor) as h:
+        h.rt.reconciler.launch_backoff = (0.0, 0.0)
+        job = await h.submit(h.alice, **ONE_GPU)
+        await h.cycle()
+        began = asyncio.get_running_loop().time()
+        await h.rt.reconciler.pass_once()
+        await h.rt.reconciler.settle()
+        assert asyncio.get_running_loop().time() - began >= 0.3
+        await h.reconcile()
         assert (await h.status(job))["status"] == "running"
-        assert executor.ran_code == {job}
 
 
 async def test_a_job_that_can_never_launch_fails_with_the_executors_words(harness, tmp_path: Path) -> None:
@@ -328,3 +354,27 @@ async def test_an_end_reported_once_during_a_store_outage_never_leaves_the_job_r
         assert (view["status"], view["reason"]) == ("failed", "Lost")
         await h.step(2)
         assert (await h.status(waiting))["status"] == "running"
+
+
+async def test_nothing_is_admitted_onto_a_stale_view_and_everyone_is_told(harness, tmp_path: Path) -> None:
+    executor = StaleView(tmp_path / "logs")
+    async with harness(executor) as h:
+        executor.stale = True
+        job = await h.submit(h.alice, **ONE_GPU)  # accepted: the wish is recorded whatever the cluster
+        await h.step(2)
+        view = await h.status(job)
+        assert view["status"] == "queued" and executor.launches == []
+        assert (
+            "in touch with the cluster again" in view["message"]
+            and "watch of Pods is down" in view["message"]
+        )
+        status = (await h.alice.get("api/k8s/gpu-status")).json()
+        assert (status["data"]["stale"], status["data"]["synced_at"]) == (True, "2026-12-01T09:30:00Z")
+        assert "as of 09:30:00 UTC" in status["message"]
+        health = (await h.alice.get("healthz")).json()["data"]
+        assert health["status"] == "degraded" and any("stale" in p for p in health["problems"])
+        executor.stale = False  # in touch again: the job goes on, and nothing says stale any more
+        await h.step(2)
+        assert (await h.status(job))["status"] == "running"
+        assert (await h.alice.get("api/k8s/gpu-status")).json()["data"]["stale"] is False
+        assert (await h.alice.get("healthz")).json()["data"]["status"] == "ok"

@@ -333,4 +333,7 @@ def test_a_restart_reattaches_finishes_and_loses_what_happened_meanwhile(
 def test_rbac_allows_exactly_what_the_executor_does(cluster: FakeCluster) -> None:
     """Every call the service made in these tests is allowed by deploy/kubernetes/rbac.yaml, and every
     rule there is used."""
-    assert_rbac_is_exact(REPO / "deploy/kubernetes/rbac.yaml", cluster.faults.requests)
+    # Adopting a Job whose create answer was lost, and reading why a pod is stuck being created, are
+    # driven (and checked against this manifest) in test_kubernetes_faults.py.
+    rare = frozenset({("jobs", "get"), ("events", "list")})
+    assert_rbac_is_exact(REPO / "deploy/kubernetes/rbac.yaml", cluster.faults.requests, used_elsewhere=rare)

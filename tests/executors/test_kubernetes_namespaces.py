@@ -112,4 +112,9 @@ def test_a_missing_namespace_that_gpujobs_may_not_create_fails_the_job_clearly(
 
 
 def test_rbac_for_per_user_namespaces_allows_exactly_what_the_executor_does(cluster: FakeCluster) -> None:
-    assert_rbac_is_exact(REPO / "deploy/kubernetes/rbac-per-user-namespaces.yaml", cluster.faults.requests)
+    # Adopting a Job whose create answer was lost, and reading why a pod is stuck being created, are
+    # driven in test_kubernetes_faults.py; the rules for them are the same in both manifests.
+    rare = frozenset({("jobs", "get"), ("events", "list")})
+    assert_rbac_is_exact(
+        REPO / "deploy/kubernetes/rbac-per-user-namespaces.yaml", cluster.faults.requests, used_elsewhere=rare
+    )

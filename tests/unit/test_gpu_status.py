@@ -107,3 +107,13 @@ def test_the_cache_does_not_build_twice_for_the_same_question() -> None:
     other = cache.render(inventory(*inv.nodes), [], {}, include_nodes=True, holds={})  # a new inventory
     assert other is not first and other.body == first.body
     assert cache.render(inv, [], {}, include_nodes=True, holds={"a": {"a100-80gb": 1}}).available_gpus == 7
+
+
+def test_a_stale_view_says_so_and_when_it_was_last_in_sync() -> None:
+    inv = inventory(node("a"))
+    synced = datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
+    rendered = GpuStatusCache().render(inv, [], {}, include_nodes=True, holds={}).seen(True, synced)
+    expected = build_gpu_status(inv, [], {}, stale=True, synced_at=synced)
+    assert rendered.body == expected.model_dump_json().encode()
+    answer = json.loads(rendered.body)
+    assert (answer["stale"], answer["synced_at"]) == (True, "2026-12-01T09:30:00Z")

@@ -35,6 +35,8 @@ Life of an executor, as the service uses it:
     The file that holds the job's output (kept current while the job runs, kept after it ends).
 ``problem()``
     Why the executor cannot reach its jobs right now (health reports it), or None.
+``view_state()``
+    Whether its view is current; a stale view admits nothing (the scheduler) and says so (gpu-status).
 ``close()``
     Stop watching.  Jobs keep running: a restarted service finds them again through ``observe``.
 
@@ -97,6 +99,31 @@ class LaunchError(Exception):
     The message says why, to the job's owner."""
 
 
+class Unreachable(Exception):
+    """Passing trouble: the executor's backend did not take the call now (it does not answer, it is
+    overloaded).  The reconciler tries again, no sooner than ``retry_after`` seconds when the backend
+    said when to come back."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """Whether what the executor knows of its nodes and jobs is current.  ``stale``: it cannot be sure
+    (it lost touch with the cluster): nothing should be admitted onto it.  ``synced_at``: when it was
+    last known to match (None: always current, as a local executor's own view is)."""
+
+    stale: bool = False
+    synced_at: datetime | None = None
+    reason: str | None = None
+
+
+CURRENT = ViewState()
+
+
 def _never_woken() -> None:
     return None
 
@@ -117,6 +144,10 @@ class Executor(abc.ABC):
 
     def problem(self) -> str | None:
         return None
+
+    def view_state(self) -> ViewState:
+        """How current ``inventory()`` and ``observe`` are (no I/O)."""
+        return CURRENT
 
     def account_problem(self, username: str) -> str | None:
         """Why ``username``'s jobs cannot run here at all (no system account to run them as), or None."""

@@ -35,9 +35,10 @@ from .decide import Action, Step, decide
 from .endings import ending, remember_usage
 
 log = logging.getLogger(__name__)
-# Pauses between tries of a launch that raised something other than LaunchError (a passing fault);
-# after the last one the job fails as LaunchFailed with the error's message.
-LAUNCH_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+# A launch that raised something other than LaunchError (passing trouble) is tried again after 0.2 s,
+# then twice as long each time, at most 10 s apart (longer if the other side asked, with Retry-After),
+# until ``launch_retry_seconds`` have passed: then the job fails as LaunchFailed with the last error.
+LAUNCH_BACKOFF = (0.2, 10.0)
 # A step that failed is tried again after 0.1 s, then twice as long each time, at most 2 s apart: an end
 # held back by a store outage is recorded within 2 s of the store taking writes again.
 STEP_BACKOFF = 0.1
@@ -78,7 +79,7 @@ class Reconciler:
         self._trouble: dict[str, _Trouble] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.launch_retry_delays = LAUNCH_RETRY_DELAYS
+        self.launch_backoff = LAUNCH_BACKOFF
         self.step_backoff, self.max_step_backoff = STEP_BACKOFF, MAX_STEP_BACKOFF
 
     def wake(self) -> None:
@@ -210,10 +211,14 @@ class Reconciler:
 
     async def _launch(self, job: JobRecord) -> None:
         job = await self.store.write(lambda s: repo.mark_launched(s, job.job_id))
-        failure: str | None = None
-        for attempt, delay in enumerate((*self.launch_retry_delays, None)):
+        began = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 await self.executor.launch(job)
+                if attempt > 1:  # the news of the trouble is over
+                    await self._say(job, None)
                 return
             except asyncio.CancelledError:
                 raise
@@ -221,12 +226,22 @@ class Reconciler:
                 failure = str(exc)
                 break
             except Exception as exc:
-                failure = (
-                    f"the executor failed to start it {attempt + 1} times: {exc.__class__.__name__}: {exc}"
+                text = exc.message if isinstance(exc, GpujobsError) else f"{exc.__class__.__name__}: {exc}"
+                log.warning("job %s: launch attempt %d failed: %s", job.job_id, attempt, text)
+                delay = next_launch_delay(
+                    attempt,
+                    time.monotonic() - began,
+                    self.launch_backoff,
+                    self.settings.launch_retry_seconds,
+                    getattr(exc, "retry_after", None),
                 )
-                log.warning("job %s: launch attempt %d failed: %s", job.job_id, attempt + 1, exc)
                 if delay is None:
+                    spent = time.monotonic() - began
+                    failure = f"the {self.executor.name} executor could not take it in {spent:.0f} s "
+                    failure += f"({attempt} tries); the last error: {text}"
                     break
+                with contextlib.suppress(Exception):  # news only: the retries go on without it
+                    await self._say(job, f"starting it is taking longer: {text}; trying again")
                 await asyncio.sleep(delay)
                 current = self.live.get(job.job_id)
                 if current is None or current.status is not JobStatus.PENDING:
@@ -242,6 +257,14 @@ class Reconciler:
             # executor's word.
             holding=True,
         )
+
+    async def _say(self, job: JobRecord, message: str | None) -> None:
+        """Tell the owner of a pending job why it is not running yet (None: no more news)."""
+        current = self.live.get(job.job_id)
+        if current is not None and current.message != message:
+            await self.store.write(
+                lambda s: repo.update_fields(s, job.job_id, while_status=JobStatus.PENDING, message=message)
+            )
 
     async def _record_running(self, job: JobRecord, seen: Observation) -> None:
         fields: dict[str, object] = {"started_at": seen.started_at or _now(), "message": None}
@@ -287,3 +310,17 @@ class Reconciler:
         released = await self.store.write(lambda s: repo.release(s, job.job_id))
         if released is not None:
             self.on_release()
+
+
+def next_launch_delay(
+    attempt: int, elapsed: float, backoff: tuple[float, float], budget: float, retry_after: float | None
+) -> float | None:
+    """How long to wait before try ``attempt + 1`` of a launch, or None when the time for it is over.
+    ``backoff``: (first pause, longest pause); ``retry_after``: what the other side asked for."""
+    first, longest = backoff
+    delay = min(longest, first * 2 ** (attempt - 1))
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    if elapsed + delay > budget:
+        return None
+    return delay

@@ -241,6 +241,11 @@ class SchedulerLoop:
 
     async def cycle(self) -> Decision:
         queued = self.queue.entries()
+        if queued and self.executor.view_state().stale:
+            # Nothing is admitted onto a view that may be wrong (GPUs it thinks free may be taken, a
+            # node it thinks there may be gone); job views say why (``waiting_for``).
+            self.cycles += 1
+            return Decision(admissions=(), waiting=())
         if self.settings.admission_paused or not queued:
             # Nothing to admit (job views of a paused queue answer from its index: ``waiting_for``);
             # on a 5,000-node cluster an empty cycle would still cost the API tens of milliseconds.
@@ -267,6 +272,11 @@ class SchedulerLoop:
         if self.settings.admission_paused:
             position = self.queue.position(job_id)
             return Waiting(job_id, position, PAUSED) if position else None
+        view = self.executor.view_state()
+        if view.stale:
+            position = self.queue.position(job_id)
+            why = f"nothing is admitted until gpujobs is in touch with the cluster again ({view.reason})"
+            return Waiting(job_id, position, why) if position else None
         return self.waiting.get(job_id)
 
 

@@ -108,7 +108,7 @@ def assess(store: Store, executor: Executor, lag: LoopLag, observe_problem: str 
         problems.append(
             f"the job database has not finished a write for {stalled:.0f} s (locked, or a slow disk)"
         )
-    executor_problem = executor.problem() or observe_problem
+    executor_problem = executor.problem() or observe_problem or executor.view_state().reason
     if executor_problem:
         problems.append(f"the {executor.name} executor cannot reach its jobs ({executor_problem})")
     if lag.worst_recent > LAG_DEGRADED_SECONDS:

@@ -86,7 +86,13 @@ async def gpu_status(
         holds=rt.executor.external_holds(),
         viewer=None if user.admin else user.name,  # a user sees only their own jobs' ids
     )
-    return envelope(status.body, f"{status.available_gpus} of {status.total_gpus} GPUs available")
+    view = rt.executor.view_state()
+    status = status.seen(view.stale, view.synced_at)
+    message = f"{status.available_gpus} of {status.total_gpus} GPUs available"
+    if view.stale:
+        as_of = f" as of {view.synced_at:%H:%M:%S} UTC" if view.synced_at else ""
+        message += f"{as_of}; {view.reason}"
+    return envelope(status.body, message)
 
 
 # Read by the route itself (like the body): declared here for OpenAPI.

@@ -24,15 +24,17 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
-import httpx
 from lightkube import AsyncClient, KubeConfig, codecs
-from lightkube.core.exceptions import ApiError
+from lightkube.core.selector import build_selector
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import Node, Pod
+from lightkube.resources.core_v1 import Event, Node, Pod
 from lightkube.types import CascadeType
 
 from ...config import Settings
@@ -40,8 +42,10 @@ from ...gputypes import satisfies
 from ...inventory import Inventory
 from ...models import JobStatus
 from ...store.records import JobRecord
-from ..base import ABSENT, STARTING, Executor, LaunchError, Observation, Phase
+from ..base import ABSENT, STARTING, Executor, LaunchError, Observation, Phase, Unreachable, ViewState
 from .cache import JOB_ID_LABEL, ClusterCache, PodUsage, is_ours, pod_usage
+from .faults import Fault, Verdict, classify, is_client_error
+from .freshness import Freshness
 from .manifests import (
     MANAGED_BY,
     JobTemplate,
@@ -55,10 +59,16 @@ from .manifests import (
 from .slugs import job_name, namespace_for
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 POLL_SECONDS = 0.25
-CREATE_ATTEMPTS = 4
-PASSING = (429, 500, 502, 503, 504)  # API answers worth trying again
+# A broken watch is listed and watched again after 0.5 s, then twice as long each time, at most 5 s
+# apart: an API server that answers again is in sync within seconds.
+WATCH_RETRY_FIRST, WATCH_RETRY_LONGEST = 0.5, 5.0
+WATCHED = (Node, Pod, Job)
 LOST_AFTER_SECONDS = 5.0  # how long a job's Job must be missing from the watched cache to be gone
+# How long a finished job's output is fetched again when the cluster does not give it, before its end
+# is recorded without it (the log then says what is missing).
+ARCHIVE_PATIENCE_SECONDS = 60.0
 # A stopped job's Job is deleted again if its pods are still there after this long (a lost request).
 DELETE_AGAIN_SECONDS = 10.0
 LIST_PAGE = 500  # objects per list call: a 100,000-pod cluster is read in pages, as kubectl does
@@ -131,7 +141,8 @@ class KubernetesExecutor(Executor):
         self._stop_asked: set[str] = set()  # jobs a stop was asked for (a launch in flight checks)
         self._collected: set[str] = set()  # jobs whose logs were archived: never followed again
         self._missing_since: dict[str, float] = {}  # job id → when its Job was first missing
-        self._watch_trouble: dict[str, str] = {}  # kind → why its watch is down
+        self._archive_trouble: dict[str, float] = {}  # job id → when fetching its output first failed
+        self.freshness = Freshness(settings.kube_silence_seconds, (kind.__name__ for kind in WATCHED))
 
     def namespace_of(self, username: str) -> str:
         template = self.settings.kube_namespace_template
@@ -147,9 +158,18 @@ class KubernetesExecutor(Executor):
         )
         self.client = AsyncClient(config, namespace=self.settings.kube_namespace)
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-        for kind in (Node, Pod, Job):
-            version = await self._list(kind)
-            self._tasks.append(asyncio.create_task(self._watch(kind, version)))
+        for kind in WATCHED:
+            version: str | None = None
+            try:
+                version = await self._list(kind)
+            except Exception as exc:
+                fault = _fault_of(exc)
+                if not fault.passing:  # RBAC, a bad kubeconfig: no use starting
+                    raise RuntimeError(f"cannot list {kind.__name__}s: {fault.message}") from exc
+                # The API server is down: start anyway, with a stale view, and list once it answers.
+                log.warning("cannot list %ss yet (%s): the view is stale until then", kind.__name__, fault)
+                self.freshness.lost(kind.__name__, time.monotonic(), fault.message)
+            self._tasks.append(asyncio.create_task(self._watch(kind, version), name=f"gpujobs-watch-{kind}"))
 
     @property
     def _jobs_namespace(self) -> str:
@@ -157,72 +177,104 @@ class KubernetesExecutor(Executor):
         return "*" if self.settings.kube_namespace_template else self.settings.kube_namespace
 
     async def _list(self, kind: Any) -> str:
+        """List every object of ``kind`` into the cache (in pages); the list's resourceVersion."""
         assert self.client is not None
         if kind is Node:
             nodes = self.client.list(Node, chunk_size=LIST_PAGE)
             self.cache.replace_nodes([node.to_dict() async for node in nodes])
-            return str(nodes.resourceVersion or "")
-        if kind is Job:
+            version = str(nodes.resourceVersion or "")
+        elif kind is Job:
             jobs = self.client.list(
                 Job, namespace=self._jobs_namespace, labels=dict(MANAGED_BY), chunk_size=LIST_PAGE
             )
             self.cache.replace_jobs([job.to_dict() async for job in jobs])
-            return str(jobs.resourceVersion or "")
-        pods = self.client.list(Pod, namespace="*", chunk_size=LIST_PAGE)
-        self.cache.replace_pods([_pod_entry(pod) async for pod in pods])
-        return str(pods.resourceVersion or "")
+            version = str(jobs.resourceVersion or "")
+        else:
+            pods = self.client.list(Pod, namespace="*", chunk_size=LIST_PAGE)
+            self.cache.replace_pods([_pod_entry(pod) async for pod in pods])
+            version = str(pods.resourceVersion or "")
+        self.freshness.heard(kind.__name__, time.monotonic(), time.time(), synced=True)
+        return version
 
-    async def _watch(self, kind: Any, version: str) -> None:
+    def _open_watch(self, kind: Any, version: str) -> AsyncIterator[tuple[str, Any]]:
+        """A watch from ``version`` that asks for bookmarks and for the server to end it now and then
+        (lightkube reopens it from the last version it saw).  Built with lightkube's request builder:
+        its ``watch()`` has no way to ask for bookmarks."""
         assert self.client is not None
-        delay = 0.5
+        generic = self.client._client
+        namespace = "*" if kind is Pod else self._jobs_namespace if kind is Job else None
+        request = generic.prepare_request(
+            "list",
+            res=kind,
+            namespace=namespace,
+            watch=True,
+            params={
+                "timeoutSeconds": self.settings.kube_watch_timeout_seconds,
+                "resourceVersion": version or None,
+                "allowWatchBookmarks": "true",
+                "labelSelector": build_selector(dict(MANAGED_BY)) if kind is Job else None,
+            },
+        )
+        return generic.watch(request)
+
+    async def _watch(self, kind: Any, version: str | None) -> None:
+        """Keep the cache of ``kind`` current: watch from ``version``; list again (``version`` None)
+        after any error — the server may have come back without the history asked for — and after a
+        silence longer than ``kube_silence_seconds``."""
+        name = kind.__name__
+        delay = WATCH_RETRY_FIRST
         while True:
+            silence = None
             try:
-                since = version or None
-                stream: Any = (
-                    self.client.watch(Pod, namespace="*", resource_version=since)
-                    if kind is Pod
-                    else self.client.watch(
-                        Job, namespace=self._jobs_namespace, labels=dict(MANAGED_BY), resource_version=since
-                    )
-                    if kind is Job
-                    else self.client.watch(Node, resource_version=since)
-                )
-                async for change, item in stream:
-                    self._watch_trouble.pop(kind.__name__, None)
-                    version = (item.metadata.resourceVersion if item.metadata else None) or version
-                    if isinstance(item, Pod):
-                        self.cache.pod_event(change, *_pod_entry(item))
-                    elif isinstance(item, Job):
-                        self.cache.job_event(change, item.to_dict())
-                    else:
-                        self.cache.node_event(change, item.to_dict())
-                    if not isinstance(item, Node):
-                        self.wake()
-                    delay = 0.5
+                if version is None:
+                    version = await self._list(kind)
+                    self.wake()  # a new list may show ends and starts the watch missed
+                async with asyncio.timeout(self.freshness.deadline(name)) as silence:
+                    async for change, item in self._open_watch(kind, version):
+                        version = (item.metadata.resourceVersion if item.metadata else None) or version
+                        self.freshness.heard(name, time.monotonic(), time.time())
+                        silence.reschedule(self.freshness.deadline(name))
+                        delay = WATCH_RETRY_FIRST
+                        if change == "BOOKMARK":
+                            continue
+                        if isinstance(item, Pod):
+                            self.cache.pod_event(change, *_pod_entry(item))
+                        elif isinstance(item, Job):
+                            self.cache.job_event(change, item.to_dict())
+                        else:
+                            self.cache.node_event(change, item.to_dict())
+                        if not isinstance(item, Node):
+                            self.wake()
             except asyncio.CancelledError:
                 raise
-            except ApiError as exc:
-                if exc.status.code == 410:  # history gone: start again from a fresh list
-                    log.info("watch of %s: history compacted, listing again", kind.__name__)
-                    with contextlib.suppress(Exception):
-                        version = await self._list(kind)
-                        self._watch_trouble.pop(kind.__name__, None)
-                        continue
-                else:
-                    log.warning("watch of %s failed: %s", kind.__name__, exc)
-                    self._watch_trouble[kind.__name__] = f"watch of {kind.__name__}s: {exc.status.message}"
             except Exception as exc:
-                log.warning("watch of %s dropped (%s); retrying in %.1f s", kind.__name__, exc, delay)
-                self._watch_trouble[kind.__name__] = f"watch of {kind.__name__}s: {exc.__class__.__name__}"
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+                if silence is not None and silence.expired():
+                    why = f"nothing heard for {self.settings.kube_silence_seconds:.0f} s"
+                    log.warning("watch of %ss: %s; listing them again", name, why)
+                    self.freshness.lost(name, time.monotonic(), why)
+                    version = None
+                    continue
+                fault = _fault_of(exc)
+                version = None
+                if fault.verdict is Verdict.GONE:  # history compacted: list again at once
+                    log.info("watch of %ss: history compacted, listing again", name)
+                    continue
+                log.warning("watch of %ss failed (%s); listing again in %.1f s", name, fault.message, delay)
+                self.freshness.lost(name, time.monotonic(), fault.message)
+                await asyncio.sleep(max(delay, fault.retry_after or 0.0))
+                delay = min(delay * 2, WATCH_RETRY_LONGEST)
 
     def inventory(self) -> Inventory:
         return self.cache.inventory()
 
-    def problem(self) -> str | None:
-        # A watch that reconnects quickly is normal; one that stays down is worth saying.
-        return "; ".join(sorted(self._watch_trouble.values())) or None
+    def view_state(self) -> ViewState:
+        stale = self.freshness.staleness(time.monotonic())
+        synced = self.freshness.synced_at()
+        return ViewState(
+            stale=stale is not None,
+            synced_at=datetime.fromtimestamp(synced, timezone.utc) if synced is not None else None,
+            reason=f"the view of the cluster is stale: {stale.reason}" if stale else None,
+        )
 
     def external_holds(self) -> Mapping[str, Mapping[str, int]]:
         return self.cache.held_by_others()
@@ -244,14 +296,15 @@ class KubernetesExecutor(Executor):
         assert self.client is not None
         if namespace in self._namespaces_made:
             return
-        try:
-            await self.client.create(codecs.from_dict(namespace_manifest(namespace, username)))
-        except ApiError as exc:
-            if exc.status.code != 409:
-                raise LaunchError(f"could not create namespace {namespace}: {exc.status.message}") from exc
+        made = await _attempt(self.client.create(codecs.from_dict(namespace_manifest(namespace, username))))
+        if isinstance(made, Fault) and made.verdict is not Verdict.CONFLICT:
+            raise _launch_trouble(f"could not create namespace {namespace}", made)
         self._namespaces_made.add(namespace)
 
     async def launch(self, job: JobRecord) -> None:
+        """Create the job's Job (named from its id) and its script ConfigMap.  Passing trouble raises
+        ``Unreachable`` (the reconciler tries again: a Job that did land answers 409 and is adopted);
+        a refusal raises ``LaunchError`` with the API server's words."""
         assert self.client is not None
         self.log_path(job.job_id).parent.mkdir(parents=True, exist_ok=True)
         namespace = self.namespace_of(job.user)
@@ -259,61 +312,47 @@ class KubernetesExecutor(Executor):
             await self._ensure_namespace(namespace, job.user)
         template = dataclasses.replace(self.template, namespace=namespace)
         manifest = job_manifest(job, template, self._placement(job))
-        try:
-            created = await self._create_job(manifest)
-            self.cache.job_event("ADDED", created)  # the watch will say so too, a moment later
-        except ApiError as exc:
-            if exc.status.code in PASSING:
-                raise  # the reconciler tries again, with backoff (a repeat adopts what landed)
-            if exc.status.code != 409:
-                raise LaunchError(f"the cluster refused the Job: {exc.status.message}") from exc
-            # Already made (a create whose answer was lost): adopt it, once the watch shows it is ours.
-            found = await self._our_job_soon(job.job_id)
-            if found is None:
-                raise LaunchError(f"a Job named {job_name(job.job_id)} exists and is not this job's") from exc
-            created = dict(found)
+        made = await _attempt(self.client.create(codecs.from_dict(manifest)))
+        if isinstance(made, Fault):
+            if made.verdict is not Verdict.CONFLICT:
+                raise _launch_trouble("the cluster did not take the Job", made)
+            # Already there (a create whose answer was lost, a launch repeated after a restart): adopt it
+            # if it is this job's.
+            found = await _attempt(self.client.get(Job, job_name(job.job_id), namespace=namespace))
+            if isinstance(found, Fault):
+                raise _launch_trouble("could not read the Job that is in the way", found)
+            labels = (found.metadata.labels if found.metadata else None) or {}
+            if labels.get(JOB_ID_LABEL) != job.job_id:
+                raise LaunchError(f"a Job named {job_name(job.job_id)} exists and is not this job's")
+            created = found.to_dict()
+        else:
+            created = made.to_dict()
+        self.cache.job_event("ADDED", created)  # the watch will say so too, a moment later
         configmap = script_configmap(job, template)
         if configmap is not None:
-            try:
-                await self.client.create(codecs.from_dict(owned_by(configmap, created)))
-            except ApiError as exc:
-                if exc.status.code != 409:  # 409: made by an earlier try of this launch
-                    raise  # passing: the launch is tried again, and adopts the Job it made
+            stored = await _attempt(self.client.create(codecs.from_dict(owned_by(configmap, created))))
+            if isinstance(stored, Fault) and stored.verdict is not Verdict.CONFLICT:  # 409: made before
+                # Passing: the launch is tried again and adopts the Job; refused: the job fails, and its
+                # Job (waiting for a script that will not come) is deleted with it.
+                raise _launch_trouble("could not store the job's script in a ConfigMap", stored)
         if job.job_id in self._stop_asked:  # stopped while this launch was in flight: never let it run
             await self._delete(job.job_id, namespace)
-
-    async def _create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Create the Job, trying again when the API server has a passing problem (5xx, 429, a dropped
-        connection): the name is the job's, so a retry after a create that did land answers 409."""
-        assert self.client is not None
-        for attempt in range(CREATE_ATTEMPTS):
-            try:
-                return (await self.client.create(codecs.from_dict(manifest))).to_dict()
-            except ApiError as exc:
-                if exc.status.code not in PASSING or attempt == CREATE_ATTEMPTS - 1:
-                    raise
-            except httpx.TransportError:
-                if attempt == CREATE_ATTEMPTS - 1:
-                    raise  # the create may have landed: passing, and a repeat adopts it
-            await asyncio.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")
-
-    async def _our_job_soon(self, job_id: str, seconds: float = 5.0) -> Mapping[str, Any] | None:
-        """Our Job for ``job_id`` from the watched cache, waiting a little for the watch to bring it."""
-        deadline = asyncio.get_running_loop().time() + seconds
-        while (found := self.cache.job(job_id)) is None and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(POLL_SECONDS)
-        return found
 
     # --- observing our jobs -----------------------------------------------------------------------
 
     async def observe(self, jobs: Sequence[JobRecord]) -> dict[str, Observation]:
+        stale = self.view_state().stale
+        now = datetime.now(timezone.utc)
         seen = {}
         for job in jobs:
-            seen[job.job_id] = self._observe(job)
+            found = self._observe(job, stale, now)
+            if isinstance(found, _StuckCreating):
+                found = await self._stuck_outcome(found)
+            if found is not None:
+                seen[job.job_id] = found
         return seen
 
-    def _observe(self, job: JobRecord) -> Observation:
+    def _observe(self, job: JobRecord, stale: bool, now: datetime) -> Observation | _StuckCreating | None:
         pods = self.cache.pods_of(job.job_id)
         kube_job = self.cache.job(job.job_id)
         # Pods that have not ended hold their node's GPUs, whatever the Job says (a Job is Failed at
@@ -325,12 +364,18 @@ class KubernetesExecutor(Executor):
             self._stop_following(job.job_id)
             if live:
                 return Observation(Phase.RUNNING)
+            if stale:  # a stale view proves nothing missing: ask again once it is in sync
+                self._missing_since.pop(job.job_id, None)
+                return None
             # The watch may lag behind a Job just made, or a relist may briefly miss it: only a Job
             # missing for a while is gone.
-            now = asyncio.get_running_loop().time()
-            if now - self._missing_since.setdefault(job.job_id, now) < LOST_AFTER_SECONDS:
+            moment = asyncio.get_running_loop().time()
+            if moment - self._missing_since.setdefault(job.job_id, moment) < LOST_AFTER_SECONDS:
                 return STARTING
-            return Observation.lost("its Kubernetes Job was deleted outside gpujobs")
+            return Observation.lost(
+                "its Kubernetes Job is gone (deleted outside gpujobs, or lost with the cluster's state); "
+                "it may have run, so it is not started again"
+            )
         self._missing_since.pop(job.job_id, None)
         started = any(p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed") for p in pods)
         if started and job.job_id not in self._followers and job.job_id not in self._collected:
@@ -343,8 +388,37 @@ class KubernetesExecutor(Executor):
             return dataclasses.replace(outcome, settled=not live)
         if started:
             return Observation(Phase.RUNNING, message=_retry_message(pods), attempts=len(pods))
+        stuck = _stuck_creating(pods, now, self.settings.kube_container_creating_seconds)
+        if stuck is not None:
+            return _StuckCreating(stuck, attempts=len(pods))
         why_waiting = _waiting_message(pods)
         return Observation(Phase.STARTING, message=why_waiting) if why_waiting else STARTING
+
+    async def _stuck_outcome(self, stuck: _StuckCreating) -> Observation:
+        """A job whose pod could not be created in time fails, in the cluster's own words (its last
+        warning about the pod) where it can be had."""
+        assert self.client is not None
+        metadata = stuck.pod["metadata"]
+        limit = self.settings.kube_container_creating_seconds
+        message = f"its pod was still being created after {limit:.0f} s"
+        events = await _attempt(
+            _listed(
+                self.client.list(
+                    Event, namespace=metadata["namespace"], fields={"involvedObject.name": metadata["name"]}
+                )
+            )
+        )
+        warning = None if isinstance(events, Fault) else _last_warning(events)
+        if warning:
+            message = f"{message}: {warning}"
+        return Observation(
+            Phase.ENDED,
+            JobStatus.FAILED,
+            reason="ContainerCreatingTimeout",
+            message=message,
+            attempts=stuck.attempts,
+            settled=False,  # its pod is there until the Job is deleted (collect does)
+        )
 
     def _follow(self, job_id: str, skip: int = 0) -> None:
         follower = asyncio.create_task(self._follow_logs(job_id, skip), name=f"gpujobs-logs-{job_id}")
@@ -370,6 +444,7 @@ class KubernetesExecutor(Executor):
             kept.discard(job_id)
         self._deleted.pop(job_id, None)
         self._missing_since.pop(job_id, None)
+        self._archive_trouble.pop(job_id, None)
 
     async def collect(self, job: JobRecord) -> None:
         """Before an end is recorded: the log file gets every attempt's whole output, and a Job that will
@@ -395,19 +470,38 @@ class KubernetesExecutor(Executor):
         return self.namespace_of(job.user)
 
     async def _archive_logs(self, job_id: str, namespace: str) -> None:
-        """Write every attempt's whole output to the job's log file, before the Job's TTL removes it."""
+        """Write every attempt's whole output to the job's log file, before the Job's TTL removes it.
+        Raises while the cluster does not answer (the end is recorded on a later pass, logs complete);
+        after ``ARCHIVE_PATIENCE_SECONDS`` of that, the end goes ahead with what was followed and a
+        line in the log that says what is missing."""
         assert self.client is not None
-        pods = [
-            p.to_dict()
-            async for p in self.client.list(Pod, namespace=namespace, labels={JOB_ID_LABEL: job_id})
-        ]
-        pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
-        parts = []
-        for pod in pods:
-            for container in _containers_in_order(pod):
-                with contextlib.suppress(ApiError):
+        try:
+            pods = [
+                p.to_dict()
+                async for p in self.client.list(Pod, namespace=namespace, labels={JOB_ID_LABEL: job_id})
+            ]
+            pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
+            parts = []
+            for pod in pods:
+                for container in _containers_in_order(pod):
                     lines = self.client.log(pod["metadata"]["name"], namespace=namespace, container=container)
-                    parts.append("".join([line async for line in lines]))
+                    text = await _attempt(_joined(lines))
+                    if isinstance(text, Fault):
+                        if text.verdict is Verdict.NOT_FOUND:  # the pod went meanwhile: nothing to add
+                            continue
+                        raise _ArchiveTrouble(text.message)
+                    parts.append(text)
+        except Exception as exc:
+            fault = exc if isinstance(exc, _ArchiveTrouble) else _ArchiveTrouble(_fault_of(exc).message)
+            now = time.monotonic()
+            first = self._archive_trouble.setdefault(job_id, now)
+            if now - first < ARCHIVE_PATIENCE_SECONDS:
+                raise Unreachable(f"could not fetch the job's output: {fault}") from exc
+            note = f"\n[gpujobs] the rest of this job's output could not be fetched from the cluster: {fault}"
+            note += "\n"
+            await asyncio.to_thread(_append, self.log_path(job_id), note)
+            return
+        self._archive_trouble.pop(job_id, None)
         if parts:
             await asyncio.to_thread(_complete_log, self.log_path(job_id), "".join(parts))
 
@@ -442,34 +536,44 @@ class KubernetesExecutor(Executor):
             followed.add(pod["metadata"]["uid"])
             name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
             *init, main = _containers_in_order(pod)
-            with contextlib.suppress(ApiError), open(path, "a", encoding="utf-8") as handle:
-                for container in init:  # finished before the pod ran: their whole output at once
-                    async for line in self.client.log(name, namespace=namespace, container=container):
-                        write(handle, line)
-                handle.flush()
-                async for line in self.client.log(name, namespace=namespace, container=main, follow=True):
-                    write(handle, line)
+            try:
+                with open(path, "a", encoding="utf-8") as handle:
+                    for container in init:  # finished before the pod ran: their whole output at once
+                        async for line in self.client.log(name, namespace=namespace, container=container):
+                            write(handle, line)
                     handle.flush()
+                    async for line in self.client.log(name, namespace=namespace, container=main, follow=True):
+                        write(handle, line)
+                        handle.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if _fault_of(exc).verdict is not Verdict.NOT_FOUND:
+                    raise  # this follower ends; the next observation starts another, from the file's end
+                # The pod is gone: its output is what was followed (the archive at the end adds the rest).
 
     # --- stopping --------------------------------------------------------------
 
     async def _delete(self, job_id: str, namespace: str) -> None:
+        """Delete the job's Job (and so its pods and ConfigMap); already gone is fine.  Raises
+        ``Unreachable`` when the cluster did not take the request."""
         assert self.client is not None
-        with contextlib.suppress(ApiError):
-            await self.client.delete(
-                Job, job_name(job_id), namespace=namespace, cascade=CascadeType.BACKGROUND
-            )
+        deleted = await _attempt(
+            self.client.delete(Job, job_name(job_id), namespace=namespace, cascade=CascadeType.BACKGROUND)
+        )
+        if isinstance(deleted, Fault) and deleted.verdict is not Verdict.NOT_FOUND:
+            raise Unreachable(f"could not delete the Job: {deleted.message}", deleted.retry_after)
 
     async def stop(self, job: JobRecord) -> None:
         """Delete the Job (its pods get SIGTERM, then SIGKILL after their grace period); asked again on
-        every pass until the pods are gone, but sent again only now and then."""
+        every pass until the pods are gone, but sent again only now and then once it was taken."""
         self._stop_asked.add(job.job_id)
         now = asyncio.get_running_loop().time()
         last = self._deleted.get(job.job_id)
         if last is not None and now - last < DELETE_AGAIN_SECONDS:
             return
-        self._deleted[job.job_id] = now
         await self._delete(job.job_id, self._namespace_of_job(job))
+        self._deleted[job.job_id] = now
 
     async def close(self) -> None:
         for task in [*self._tasks, *self._followers.values()]:
@@ -509,6 +613,74 @@ def _containers_in_order(pod: Mapping[str, Any]) -> list[str]:
     requirements failed), then the job's own."""
     spec = pod.get("spec", {})
     return [c["name"] for c in spec.get("initContainers", []) or []] + [spec["containers"][0]["name"]]
+
+
+@dataclass(frozen=True)
+class _StuckCreating:
+    """A job whose newest pod has been waiting to be created for too long."""
+
+    pod: Mapping[str, Any]
+    attempts: int
+
+
+async def _listed(items: AsyncIterable[Any]) -> list[dict[str, Any]]:
+    return [item.to_dict() async for item in items]
+
+
+def _last_warning(events: Sequence[Mapping[str, Any]]) -> str | None:
+    """The newest Warning event's reason and message."""
+    warnings = [e for e in events if e.get("type") == "Warning"]
+    if not warnings:
+        return None
+    newest = max(warnings, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return f"{newest.get('reason') or 'Warning'}: {newest.get('message') or ''}".rstrip(": ")
+
+
+def _stuck_creating(
+    pods: Sequence[Mapping[str, Any]], now: datetime, limit: float
+) -> Mapping[str, Any] | None:
+    """The newest pod if it was bound to a node more than ``limit`` seconds ago and none of its
+    containers has run yet (volumes that do not mount, an image that never arrives)."""
+    if not pods:
+        return None
+    pod = pods[-1]
+    status = pod.get("status") or {}
+    if status.get("phase") != "Pending" or not (pod.get("spec") or {}).get("nodeName"):
+        return None
+    for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        if (container.get("state") or {}).keys() & {"running", "terminated"} or container.get("lastState"):
+            return None  # it ran (init containers installing requirements take as long as they take)
+    conditions = status.get("conditions") or []
+    bound = ("PodScheduled", "True")
+    scheduled = next((c for c in conditions if (c.get("type"), c.get("status")) == bound), None)
+    since = _moment((scheduled or {}).get("lastTransitionTime") or pod["metadata"].get("creationTimestamp"))
+    if since is None or (now - since).total_seconds() <= limit:
+        return None
+    return pod
+
+
+def _moment(stamp: Any) -> datetime | None:
+    if isinstance(stamp, datetime):
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class _ArchiveTrouble(Exception):
+    """Fetching a finished job's output failed."""
+
+
+async def _joined(lines: AsyncIterable[str]) -> str:
+    return "".join([line async for line in lines])
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def _complete_log(path: Path, whole: str) -> None:
@@ -585,3 +757,32 @@ def job_failure(
                     return "OOMKilled", "killed for using more than its memory limit", code
                 return "NonZeroExit", f"exited with code {code}", code
     return condition.get("reason") or "Failed", condition.get("message") or "the Job failed", None
+
+
+# --- the client's errors: one boundary ------------------------------------------------------------------
+
+
+def _fault_of(exc: Exception) -> Fault:
+    """What a client call's exception means; anything else raised there is a bug of ours, seen as
+    passing so that it is retried for a while and then reported with its message."""
+    if is_client_error(exc):
+        return classify(exc)
+    return Fault(Verdict.PASSING, f"{exc.__class__.__name__}: {exc}")
+
+
+async def _attempt(call: Awaitable[T]) -> T | Fault:
+    """Await one client call: its result, or what went wrong as a ``Fault`` (never an exception)."""
+    try:
+        return await call
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return _fault_of(exc)
+
+
+def _launch_trouble(what: str, fault: Fault) -> Exception:
+    """The exception a launch raises for ``fault``: try again later, or never."""
+    message = f"{what}: {fault.message}"
+    if fault.passing:
+        return Unreachable(message, fault.retry_after)
+    return LaunchError(message)
