@@ -9,7 +9,10 @@ For tests, benchmarks and people who want to try gpujobs' Kubernetes mode withou
 - ``controllers``: a scheduler that honours nodeSelector, tolerations and allocatable GPUs/CPU/memory,
   a Job controller (backoffLimit, activeDeadlineSeconds, podFailurePolicy, TTL, cascading delete),
   and a kubelet that runs each container's command as a local process (the image is ignored);
-- ``nodes``: realistic GPU nodes from a spec like ``a100-80gb:8x2,t4:1x4,cpu:0x1``.
+- ``nodes``: realistic GPU nodes from a spec like ``a100-80gb:8x2,t4:1x4,cpu:0x1``;
+- ``server``: ``FakeCluster``, whose API server can be stopped and started again on the same port, or
+  restarted empty (as after an etcd wipe), and whose ``faults`` make requests fail (a status, a
+  connection reset before or after the request was done, a hang) and watches drop or go silent.
 
 Run it with ``gpujobs fake-cluster --nodes SPEC --port P --kubeconfig FILE``.
 """

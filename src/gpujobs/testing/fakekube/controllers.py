@@ -82,6 +82,7 @@ class Simulator:
         claims: Mapping[str, str] | None = None,
         tick: float = 0.05,
         grace_seconds: float = 2.0,
+        mount_retry_seconds: float = 10.0,
     ) -> None:
         self.store = store
         self.work_dir = work_dir
@@ -90,6 +91,10 @@ class Simulator:
         self.grace = grace_seconds
         self.processes: dict[str, asyncio.subprocess.Process] = {}  # pod uid → its running container
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.mount_retry_seconds = mount_retry_seconds
+        self.unmountable_claims: set[str] = set()  # claims whose volumes never mount (tests set them)
+        # (pod uid, volume) → (namespace, pod, Event, when it was last counted): FailedMount warnings
+        self._failed_mounts: dict[tuple[str, str], tuple[str, str, str, float]] = {}
         self._seen_rv = -1
 
     async def run(self) -> None:
@@ -102,6 +107,8 @@ class Simulator:
 
     async def step(self) -> None:
         await self._jobs()
+        if self._failed_mounts:
+            await self._retry_mounts()
         # Scheduling and starting pods only have work when something changed: with 100,000 pods in
         # the store (bench/gpu_status.py), scanning them every tick would starve everything else.
         if self.store.rv != self._seen_rv:
@@ -301,17 +308,113 @@ class Simulator:
             if not pod["spec"].get("nodeName") or pod.get("status", {}).get("phase") != "Pending":
                 continue
             uid = pod["metadata"]["uid"]
-            if uid not in self.tasks and self._volumes_ready(pod):
+            if uid in self.tasks:
+                continue
+            missing = self._missing_configmaps(pod)
+            if not missing:
                 self.tasks[uid] = asyncio.create_task(self._run_pod(copy.deepcopy(pod)))
+            else:
+                await self._container_creating(pod["metadata"]["namespace"], pod["metadata"]["name"], missing)
 
     def _volumes_ready(self, pod: Mapping[str, Any]) -> bool:
         """Like a kubelet, wait (ContainerCreating) until every ConfigMap the pod mounts exists."""
+        return not self._missing_configmaps(pod)
+
+    def _missing_configmaps(self, pod: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(volume, why it cannot be mounted) of each volume the pod cannot have yet: a ConfigMap that
+        does not exist (yet), a claim in ``unmountable_claims`` (a storage driver that times out)."""
         namespace = pod["metadata"]["namespace"]
-        return all(
-            self.store.get("ConfigMap", namespace, volume["configMap"]["name"]) is not None
-            for volume in pod["spec"].get("volumes", [])
-            if "configMap" in volume and not volume["configMap"].get("optional")
-        )
+        missing = []
+        for volume in pod["spec"].get("volumes", []):
+            if (
+                "configMap" in volume
+                and not volume["configMap"].get("optional")
+                and self.store.get("ConfigMap", namespace, volume["configMap"]["name"]) is None
+            ):
+                missing.append((volume["name"], f'configmap "{volume["configMap"]["name"]}" not found'))
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim in self.unmountable_claims:
+                why = "rpc error: code = DeadlineExceeded desc = context deadline exceeded"
+                missing.append((volume["name"], why))
+        return missing
+
+    async def _container_creating(self, namespace: str, name: str, missing: list[tuple[str, str]]) -> None:
+        """A pod waiting for its volumes, as a kubelet shows it: containers waiting in ContainerCreating,
+        and a FailedMount warning Event for each missing ConfigMap."""
+        pod = self.store.get("Pod", namespace, name)
+        if pod is None:
+            return
+        uid = pod["metadata"]["uid"]
+        waiting = [
+            {
+                "name": container["name"],
+                "ready": False,
+                "started": False,
+                "restartCount": 0,
+                "image": container.get("image", ""),
+                "imageID": "",
+                "state": {"waiting": {"reason": "ContainerCreating"}},
+            }
+            for container in pod["spec"]["containers"]
+        ]
+        if pod["status"].get("containerStatuses") != waiting:
+            pod["status"]["containerStatuses"] = waiting
+            await self.store.update("Pod", namespace, pod)
+        for volume, why in missing:
+            if (uid, volume) in self._failed_mounts:
+                continue
+            stamp = now_iso()
+            event = await self.store.create(
+                "Event",
+                namespace,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"name": f"{pod['metadata']['name']}.{time.time_ns():x}"},
+                    "involvedObject": {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": pod["metadata"]["name"],
+                        "namespace": namespace,
+                        "uid": uid,
+                        "resourceVersion": pod["metadata"]["resourceVersion"],
+                    },
+                    "reason": "FailedMount",
+                    "message": f'MountVolume.SetUp failed for volume "{volume}" : {why}',
+                    "type": "Warning",
+                    "count": 1,
+                    "firstTimestamp": stamp,
+                    "lastTimestamp": stamp,
+                    "source": {"component": "kubelet", "host": pod["spec"]["nodeName"]},
+                    "reportingComponent": "kubelet",
+                    "reportingInstance": pod["spec"]["nodeName"],
+                },
+            )
+            counted = time.monotonic()
+            self._failed_mounts[(uid, volume)] = (namespace, name, event["metadata"]["name"], counted)
+
+    async def _retry_mounts(self) -> None:
+        """Each ``mount_retry_seconds`` a kubelet tries the mount again: the warning's count goes up.
+        Pods that got their volumes (or went away) are forgotten."""
+        now = time.monotonic()
+        for (uid, volume), (namespace, pod_name, name, counted) in list(self._failed_mounts.items()):
+            pod = self.store.objects.get("Pod", {}).get((namespace, pod_name))
+            if (
+                pod is None
+                or pod["metadata"]["uid"] != uid
+                or uid in self.tasks
+                or pod.get("status", {}).get("phase") != "Pending"
+            ):
+                del self._failed_mounts[(uid, volume)]
+                continue
+            if now - counted < self.mount_retry_seconds:
+                continue
+            self._failed_mounts[(uid, volume)] = (namespace, pod_name, name, now)
+            event = self.store.get("Event", namespace, name)
+            if event is not None:
+                event["count"] = int(event.get("count", 1)) + 1
+                event["lastTimestamp"] = now_iso()
+                await self.store.update("Event", namespace, event)
 
     def sandbox(self, pod: Mapping[str, Any]) -> Path:
         return self.work_dir / "pods" / pod["metadata"]["uid"]
