@@ -70,7 +70,7 @@ def check_spec(
     *,
     settings: Settings,
     username: str,
-    inventory: Inventory,
+    inventory: Inventory | None,
     rule: QuotaRule | None = None,
     pools: Sequence[tuple[str, int]] = (),
 ) -> JobSpec:
@@ -78,7 +78,9 @@ def check_spec(
     PayloadTooLarge 413).  ``rule`` is the user's resolved quota; ``pools`` are (GPU type, GPUs per
     node) of node pools the cluster can add, whose types are valid although no node has them yet.
     A job no node (in any state) or pool could ever hold is refused here, by the same definition of
-    "fits" the scheduler uses (``fit``), so that it never waits in the queue for ever."""
+    "fits" the scheduler uses (``fit``), so that it never waits in the queue for ever.  ``inventory``
+    None: the executor has not seen its cluster yet (the API server was down when the service started);
+    the checks that need it are then the scheduler's, which says why a job waits."""
     rule = rule or QuotaRule()
     updates: dict[str, object] = {}
     if spec.script is not None and len(spec.script.encode()) > settings.max_inline_script_bytes:
@@ -103,7 +105,8 @@ def check_spec(
     if gpus:
         allowed_types = _check_gpu_type(spec.gpu_type, gpu_type, settings, inventory, rule, pools)
     cpu, memory = cpu_and_memory(spec)
-    _check_fits(Shape(gpu_type, gpus, cpu, memory, allowed_types), inventory, pools)
+    if inventory is not None:
+        _check_fits(Shape(gpu_type, gpus, cpu, memory, allowed_types), inventory, pools)
     if gpus:
         _check_gpu_quota(gpu_type, gpus, settings, rule)
     updates["gpu_type"] = gpu_type
@@ -147,7 +150,7 @@ def _check_gpu_type(
     asked: str,
     gpu_type: str,
     settings: Settings,
-    inventory: Inventory,
+    inventory: Inventory | None,
     rule: QuotaRule,
     pools: Sequence[tuple[str, int]],
 ) -> tuple[str, ...] | None:
@@ -155,8 +158,8 @@ def _check_gpu_type(
     may use (None: all), which also limit what ``any`` may take."""
     aliases = settings.gpu_type_aliases
     pool_types = {pool_type for pool_type, _ in pools}
-    known = types_with_families(inventory.gpu_types() | pool_types)
-    if gpu_type != ANY and gpu_type not in known:
+    known = types_with_families((inventory.gpu_types() if inventory is not None else set()) | pool_types)
+    if inventory is not None and gpu_type != ANY and gpu_type not in known:
         listed = ", ".join(sorted(known | {ANY})) if known else "none: this executor has no GPUs"
         raise InvalidSpec(
             f"gpu_type {asked!r} is not available here; known types: {listed}", field="gpu_type"

@@ -136,9 +136,18 @@ class Settings(BaseSettings):
         "('safe', KubeSpawner 7+; 'escape', the legacy scheme).",
     )
     kube_shared_claim: str | None = Field(None, description="A PVC mounted at /shared in every job.")
+    kube_request_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long one call to the API server may take (a watch or a log being "
+        "followed waits for as long as it lasts).",
+    )
     kube_watch_timeout_seconds: int = Field(
-        30, ge=1, le=3600, description="Each watch asks the API server to end it after this long (then it "
-        "is reopened); a server sends a bookmark shortly before, so a quiet cluster is still heard from."
+        30,
+        ge=1,
+        le=3600,
+        description="Each watch asks the API server to end it after this long (then it "
+        "is reopened); a server sends a bookmark shortly before, so a quiet cluster is still heard from.",
     )
     kube_silence_seconds: float = Field(
         65.0,

@@ -190,12 +190,14 @@ class JobService:
             if self.executor.supports_pools
             else []
         )
+        view = self.executor.view_state()
+        never_seen = view.stale and view.synced_at is None  # started while the cluster was away
         check = functools.partial(
             check_spec,
             spec,
             settings=self.settings,
             username=user.name,
-            inventory=self.executor.inventory(),
+            inventory=None if never_seen else self.executor.inventory(),
             rule=rule,
             pools=pools,
         )

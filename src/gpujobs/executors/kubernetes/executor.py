@@ -156,7 +156,11 @@ class KubernetesExecutor(Executor):
             if self.settings.kubeconfig
             else KubeConfig.from_env()
         )
-        self.client = AsyncClient(config, namespace=self.settings.kube_namespace)
+        self.client = AsyncClient(
+            config,
+            namespace=self.settings.kube_namespace,
+            timeout=self.settings.kube_request_timeout_seconds,  # type: ignore[arg-type]  # a number will do
+        )
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
         for kind in WATCHED:
             version: str | None = None
@@ -320,6 +324,8 @@ class KubernetesExecutor(Executor):
             # if it is this job's.
             found = await _attempt(self.client.get(Job, job_name(job.job_id), namespace=namespace))
             if isinstance(found, Fault):
+                if found.verdict is Verdict.NOT_FOUND:  # gone since: the next try creates it
+                    raise Unreachable("the Job in the way was deleted meanwhile")
                 raise _launch_trouble("could not read the Job that is in the way", found)
             labels = (found.metadata.labels if found.metadata else None) or {}
             if labels.get(JOB_ID_LABEL) != job.job_id:
