@@ -638,7 +638,11 @@ def _last_warning(events: Sequence[Mapping[str, Any]]) -> str | None:
     warnings = [e for e in events if e.get("type") == "Warning"]
     if not warnings:
         return None
-    newest = max(warnings, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    # Newest by time; of equal times (a second's resolution), the later made (events are listed by
+    # name, which a kubelet makes from the pod's name and a timestamp).
+    newest = max(
+        enumerate(warnings), key=lambda e: (e[1].get("lastTimestamp") or e[1].get("eventTime") or "", e[0])
+    )[1]
     return f"{newest.get('reason') or 'Warning'}: {newest.get('message') or ''}".rstrip(": ")
 
 
