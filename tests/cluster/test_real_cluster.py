@@ -19,10 +19,13 @@ When the cluster has a free GPU, one job also asks for one.  Jobs clean up after
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gpujobs.testing.processes import ServiceProcess
 from helpers import Api, script
 
 pytestmark = pytest.mark.skipif(
@@ -33,22 +36,28 @@ IMAGE = os.environ.get("GPUJOBS_TEST_IMAGE", "python:3.12-slim")
 TIMEOUT = float(os.environ.get("GPUJOBS_TEST_TIMEOUT", "300"))
 
 
-@pytest.fixture(scope="module")
-def alice(module_world) -> Api:
+def start_service(world: Any) -> ServiceProcess:
     kubeconfig = os.environ["KUBECONFIG"].split(os.pathsep)[0]
-    service = module_world.start(
+    return world.start(  # type: ignore[no-any-return]
         "--executor",
         "kubernetes",
         "--kubeconfig",
         str(Path(kubeconfig).expanduser()),
-        env={
-            "GPUJOBS_KUBE_NAMESPACE": NAMESPACE,
-            "GPUJOBS_KUBE_IMAGE_CPU": IMAGE,
-            "GPUJOBS_KUBE_IMAGE_GPU": IMAGE,
-            "GPUJOBS_KUBE_HOME_CLAIM_TEMPLATE": "",  # inline scripts only: no volume is needed
-        },
+        env=SERVICE_ENV,
     )
-    return Api(service.client(module_world.hub.add_user("alice")))
+
+
+SERVICE_ENV = {
+    "GPUJOBS_KUBE_NAMESPACE": NAMESPACE,
+    "GPUJOBS_KUBE_IMAGE_CPU": IMAGE,
+    "GPUJOBS_KUBE_IMAGE_GPU": IMAGE,
+    "GPUJOBS_KUBE_HOME_CLAIM_TEMPLATE": "",  # inline scripts only: no volume is needed
+}
+
+
+@pytest.fixture(scope="module")
+def alice(module_world) -> Api:
+    return Api(start_service(module_world).client(module_world.hub.add_user("alice")))
 
 
 def cluster_nodes() -> list[dict]:
@@ -105,3 +114,29 @@ def test_a_gpu_job_gets_a_gpu_when_the_cluster_has_one(alice: Api) -> None:
     assert done["status"] == "completed", done
     node = next(n for n in status["gpu_nodes"] if n["name"] == done["node"])
     assert node["total"] >= 1 and len(done["gpus"]) == 1
+
+
+def test_a_restart_never_runs_a_job_twice(world) -> None:
+    """The service is killed (kill -9) while two jobs run; one's Job is deleted while it is down.  After
+    the restart the deleted one ends Lost (it may have run: never started again) and the other finishes
+    with its output printed once."""
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.batch_v1 import Job
+    from lightkube.types import CascadeType
+
+    service = start_service(world)
+    api = Api(service.client(world.hub.add_user("alice")))
+    token = uuid.uuid4().hex
+    kept = api.submit_ok(**script(f"import time; print({token!r}, flush=True); time.sleep(12)"))["job_id"]
+    dropped = api.submit_ok(**script("import time; time.sleep(600)"))["job_id"]
+    for job_id in (kept, dropped):
+        api.wait_status(job_id, "running", timeout=TIMEOUT)
+    service.kill_hard()
+    Client(KubeConfig.from_env()).delete(
+        Job, f"gpujob-{dropped}", namespace=NAMESPACE, cascade=CascadeType.BACKGROUND
+    )
+    restarted = world.start(*service.args, data_dir=service.data_dir, env=SERVICE_ENV)
+    api = Api(restarted.client(world.hub.add_user("alice")))
+    assert api.wait_status(dropped, "failed", timeout=TIMEOUT)["reason"] == "Lost"
+    assert api.wait_status(kept, "completed", "failed", timeout=TIMEOUT)["status"] == "completed"
+    assert api.logs(kept).count(token) == 1

@@ -326,3 +326,22 @@ def test_the_service_killed_mid_launch_never_runs_a_job_twice(
     for job_id in set(tokens.values()) - set(deleted):
         assert api.wait_status(job_id, "completed", "failed", timeout=120)["status"] == "completed"
     assert max(runs.count(token) for token in tokens) == 1  # 0 for a deleted job that never started
+
+
+def test_a_service_started_while_the_api_server_is_away_takes_jobs_and_runs_them_once_it_is_back(
+    world, cluster: FakeCluster, service_args: list[str], tmp_path: Path
+) -> None:
+    runs, token = Runs(tmp_path), uuid.uuid4().hex
+    cluster.stop_api()
+    try:
+        service = world.start(*service_args, env=FAST)
+        api = Api(service.client(world.hub.add_user("alice")))
+        assert health(api)["status"] == "degraded" and gpu_status(api)["stale"] is True
+        assert gpu_status(api)["synced_at"] is None  # never in touch yet: it says so
+        # Its nodes are unknown yet: the job is taken (the scheduler checks it once they are known).
+        job = api.submit_ok(**script(runs.code(token), gpu_count=1, gpu_type="a100"))["job_id"]
+        assert api.status(job)["status"] == "queued"
+    finally:
+        cluster.start_api()
+    assert api.wait_status(job, "completed", "failed")["status"] == "completed"
+    assert runs.count(token) == 1 and health(api)["status"] == "ok"

@@ -32,4 +32,4 @@ def test_the_real_cluster_suite_runs_as_documented(tmp_path) -> None:
     finally:
         cluster.stop()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    assert "5 passed" in run.stdout, run.stdout[-2000:]
+    assert "6 passed" in run.stdout, run.stdout[-2000:]

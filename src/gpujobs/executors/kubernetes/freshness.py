@@ -66,12 +66,14 @@ class Freshness:
         """Why the cache is stale, or None when every watch is in sync and has heard recently."""
         reasons = []
         for kind, watch in sorted(self._watches.items()):
-            if not watch.in_sync and watch.trouble_since is not None:
+            if watch.heard_at is None:  # never listed: nothing is known, grace or not
+                reasons.append(
+                    f"{kind}s could not be listed yet" + (f" ({watch.trouble})" if watch.trouble else "")
+                )
+            elif not watch.in_sync and watch.trouble_since is not None:
                 if now - watch.trouble_since >= OUT_OF_SYNC_GRACE_SECONDS:
                     reasons.append(f"the watch of {kind}s is down ({watch.trouble})")
-            elif not watch.in_sync:
-                reasons.append(f"{kind}s have not been listed yet")
-            elif watch.heard_at is not None and now - watch.heard_at > self.silence_seconds:
+            elif now - watch.heard_at > self.silence_seconds:
                 reasons.append(f"nothing heard about {kind}s for {now - watch.heard_at:.0f} s")
         return Staleness("; ".join(reasons), self.synced_at()) if reasons else None
 
