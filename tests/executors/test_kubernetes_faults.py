@@ -123,10 +123,11 @@ def posts_to(cluster: FakeCluster, path: str) -> int:
         {"fault": "status", "status": 503, "times": 2},
         {"fault": "status", "status": 429, "retry_after": 1, "times": 2},
         {"fault": "reset-before", "times": 2},
+        {"fault": "status", "status": 409, "times": 1},  # in the way, then gone: made again
         {"fault": "reset-after", "times": 1},  # the Job was made, the answer lost: adopted, not made twice
         {"fault": "hang", "seconds": 3, "times": 1},  # longer than the service waits for an answer
     ],
-    ids=["500", "503", "429-retry-after", "reset-before", "reset-after", "timeout"],
+    ids=["500", "503", "429-retry-after", "reset-before", "409", "reset-after", "timeout"],
 )
 def test_passing_trouble_creating_the_job_is_retried_and_it_runs_once(
     alice: Api, cluster: FakeCluster, tmp_path: Path, fault: dict[str, Any]
@@ -144,6 +145,18 @@ def test_passing_trouble_creating_the_job_is_retried_and_it_runs_once(
         adopted = f"{JOBS}/gpujob-{job['job_id']}"
         assert any(m == "GET" and url == adopted for m, url, _, _ in cluster.faults.requests)
         assert_granted_by_both_manifests(cluster)
+
+
+def test_thirty_errors_in_a_row_fail_no_job(alice: Api, cluster: FakeCluster, tmp_path: Path) -> None:
+    """An API server in trouble for a while (30 answers of 500 to Job creation, shared by 12 jobs):
+    every job starts in the end, once."""
+    runs = Runs(tmp_path)
+    tokens = [uuid.uuid4().hex for _ in range(12)]
+    rule = cluster.faults.inject(method="POST", path=JOBS, fault="status", status=500, times=30)
+    jobs = [alice.submit_ok(**script(runs.code(token)))["job_id"] for token in tokens]
+    ended = [alice.wait_status(job_id, "completed", "failed", timeout=120) for job_id in jobs]
+    assert [e["status"] for e in ended] == ["completed"] * 12, [e["message"] for e in ended]
+    assert rule.used == 30 and [runs.count(token) for token in tokens] == [1] * 12
 
 
 def test_a_refusal_fails_the_job_at_once_in_the_servers_words(alice: Api, cluster: FakeCluster) -> None:
