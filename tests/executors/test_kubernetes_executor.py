@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gpujobs.testing.fakekube.server import FakeCluster
-from helpers import REPO, Api, assert_rbac_is_exact, pid_alive, script, tiny_wheel_folder, wait_for
+from helpers import Api, pid_alive, script, tiny_wheel_folder, wait_for
 
 WAIT_FOR_FILE = "import os, time\nwhile not os.path.exists({path!r}):\n    time.sleep(0.02)\n"
 
@@ -26,15 +26,17 @@ def cluster(tmp_path_factory) -> FakeCluster:
 
 
 @pytest.fixture(scope="module")
-def alice(cluster: FakeCluster, module_world, tmp_path_factory) -> Api:
+def service_args(cluster: FakeCluster, tmp_path_factory) -> list[str]:
     kubeconfig = cluster.write_kubeconfig(tmp_path_factory.mktemp("kc") / "config", namespace="gpujobs")
+    return ["--executor", "kubernetes", "--kubeconfig", str(kubeconfig)]
+
+
+@pytest.fixture(scope="module")
+def alice(service_args: list[str], module_world, tmp_path_factory) -> Api:
     wheels = tiny_wheel_folder(tmp_path_factory.mktemp("wheels"))
     images = "gpujobs-runtime:cpu,gpujobs-runtime:gpu,registry.example/does-not-exist:1"
     service = module_world.start(
-        "--executor",
-        "kubernetes",
-        "--kubeconfig",
-        str(kubeconfig),
+        *service_args,
         env={"GPUJOBS_ALLOWED_IMAGES": images, "GPUJOBS_PIP_EXTRA_ARGS": f"--no-index,--find-links={wheels}"},
     )
     return Api(service.client(module_world.hub.add_user("alice")))
@@ -292,9 +294,12 @@ def test_the_cache_survives_dropped_watches_compaction_and_api_errors(
 
 
 def test_a_restart_reattaches_finishes_and_loses_what_happened_meanwhile(
-    alice: Api, module_world, cluster: FakeCluster, tmp_path: Path
+    module_world, cluster: FakeCluster, service_args: list[str], tmp_path: Path
 ) -> None:
-    # Last of the tests that use ``alice``: it replaces the service she talks to.
+    # A service of its own: it is killed and replaced.
+    service = module_world.start(*service_args, data_dir=tmp_path / "data")
+    alice = Api(service.client(module_world.hub.add_user("alice")))
+
     def waiting_job(name: str, said: str) -> str:
         code = WAIT_FOR_FILE.format(path=str(tmp_path / name)) + f"print({said!r})\n"
         return alice.submit_ok(**script(code))["job_id"]
@@ -306,7 +311,6 @@ def test_a_restart_reattaches_finishes_and_loses_what_happened_meanwhile(
     )
     for job_id in (survivor, early, doomed):
         alice.wait_status(job_id, "running")
-    (service,) = [s for s in module_world.services if s.process and s.process.poll() is None]
     service.kill_hard()
     # While the service is down: one job ends, another's Job is deleted by hand.
     (tmp_path / "b").touch()
@@ -328,12 +332,3 @@ def test_a_restart_reattaches_finishes_and_loses_what_happened_meanwhile(
     (tmp_path / "a").touch()
     assert again.wait_status(survivor, "completed")["exit_code"] == 0
     assert again.logs(survivor) == "survived\n"
-
-
-def test_rbac_allows_exactly_what_the_executor_does(cluster: FakeCluster) -> None:
-    """Every call the service made in these tests is allowed by deploy/kubernetes/rbac.yaml, and every
-    rule there is used."""
-    # Adopting a Job whose create answer was lost, and reading why a pod is stuck being created, are
-    # driven (and checked against this manifest) in test_kubernetes_faults.py.
-    rare = frozenset({("jobs", "get"), ("events", "list")})
-    assert_rbac_is_exact(REPO / "deploy/kubernetes/rbac.yaml", cluster.faults.requests, used_elsewhere=rare)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from gpujobs.testing.fakekube.server import FakeCluster
-from helpers import REPO, Api, rbac_grants, script, service_calls, wait_for
+from helpers import Api, script, wait_for
 
 FAST = {
     "GPUJOBS_KUBE_WATCH_TIMEOUT_SECONDS": "3",
@@ -102,16 +102,6 @@ class Runs:
         return self.path.read_text().split().count(token) if self.path.exists() else 0
 
 
-def assert_granted_by_both_manifests(cluster: FakeCluster) -> None:
-    """Every call the service made (adopting a Job, reading a pod's events: rare paths the other
-    modules' exact RBAC checks leave to this one) is granted by both manifests."""
-    calls = service_calls(cluster.faults.requests)
-    for manifest in ("rbac.yaml", "rbac-per-user-namespaces.yaml"):
-        grants = rbac_grants(REPO / "deploy/kubernetes" / manifest)
-        for resource, verb, namespace in calls:
-            assert (resource, verb, None) in grants or (resource, verb, namespace) in grants, (manifest, verb)
-
-
 def posts_to(cluster: FakeCluster, path: str) -> int:
     return sum(1 for method, url, _, _ in cluster.faults.requests if method == "POST" and url.endswith(path))
 
@@ -144,7 +134,6 @@ def test_passing_trouble_creating_the_job_is_retried_and_it_runs_once(
     if fault["fault"] == "reset-after":  # made by the first try: read and adopted
         adopted = f"{JOBS}/gpujob-{job['job_id']}"
         assert any(m == "GET" and url == adopted for m, url, _, _ in cluster.faults.requests)
-        assert_granted_by_both_manifests(cluster)
 
 
 def test_thirty_errors_in_a_row_fail_no_job(alice: Api, cluster: FakeCluster, tmp_path: Path) -> None:
@@ -198,7 +187,6 @@ def test_a_pod_stuck_being_created_fails_with_the_clusters_warning(alice: Api, c
     assert ended["reason"] == "ContainerCreatingTimeout"
     assert ended["message"].startswith("its pod was still being created after 3 s: FailedMount: ")
     assert 'volume "home"' in ended["message"] and "DeadlineExceeded" in ended["message"]
-    assert_granted_by_both_manifests(cluster)  # listing the pod's events
     kube_job = f"{cluster.url}{JOBS}/gpujob-{job['job_id']}"
     wait_for(lambda: httpx.get(kube_job, timeout=30).status_code == 404, what="its Job to be deleted")
     wait_for(lambda: gpu_status(alice)["available_gpus"] == 5, what="the t4 to be free")

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from gpujobs.testing.fakekube.server import FakeCluster
-from helpers import REPO, Api, assert_rbac_is_exact, script, wait_for
+from helpers import Api, script, wait_for
 
 PER_USER = {
     "GPUJOBS_KUBE_NAMESPACE_TEMPLATE": "gpujobs-{username}",
@@ -68,8 +68,17 @@ def test_each_user_gets_a_namespace_of_their_own(service, module_world, cluster:
 
 
 def test_cancel_and_restart_find_the_job_in_its_namespace(
-    service, module_world, cluster: FakeCluster, tmp_path: Path
+    kubeconfig: Path, module_world, cluster: FakeCluster, tmp_path: Path
 ) -> None:
+    # A service of its own: it is killed and replaced.
+    service = module_world.start(
+        "--executor",
+        "kubernetes",
+        "--kubeconfig",
+        str(kubeconfig),
+        env={**PER_USER, "GPUJOBS_KUBE_CREATE_NAMESPACES": "true"},
+        data_dir=tmp_path / "data",
+    )
     alice = Api(service.client(module_world.hub.add_user("alice")))
     release = tmp_path / "release"
     code = (
@@ -109,12 +118,3 @@ def test_a_missing_namespace_that_gpujobs_may_not_create_fails_the_job_clearly(
     failed = carol.wait_status(job["job_id"], "failed")
     assert failed["reason"] == "LaunchFailed"
     assert 'namespaces "gpujobs-carol" not found' in failed["message"]
-
-
-def test_rbac_for_per_user_namespaces_allows_exactly_what_the_executor_does(cluster: FakeCluster) -> None:
-    # Adopting a Job whose create answer was lost, and reading why a pod is stuck being created, are
-    # driven in test_kubernetes_faults.py; the rules for them are the same in both manifests.
-    rare = frozenset({("jobs", "get"), ("events", "list")})
-    assert_rbac_is_exact(
-        REPO / "deploy/kubernetes/rbac-per-user-namespaces.yaml", cluster.faults.requests, used_elsewhere=rare
-    )

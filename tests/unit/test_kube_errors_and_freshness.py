@@ -150,6 +150,16 @@ def test_a_pod_stuck_being_created_is_found_only_past_the_limit_and_only_if_noth
     installing = {"initContainerStatuses": [{"name": "requirements", "state": {"running": {}}}]}
     assert kube._stuck_creating([_pod("Pending", 700, now, **installing)], now, 600) is None
     assert kube._stuck_creating([_pod("Running", 700, now)], now, 600) is None
+    # Requirements installed long ago, the job's own image still not there: counted from then.
+    finished = (now - timedelta(seconds=100)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    installed = {
+        "initContainerStatuses": [
+            {"name": "requirements", "state": {"terminated": {"finishedAt": finished}}}
+        ],
+        **creating,
+    }
+    assert kube._stuck_creating([_pod("Pending", 700, now, **installed)], now, 600) is None
+    assert kube._stuck_creating([_pod("Pending", 700, now, **installed)], now, 60) is not None
     unbound = _pod("Pending", 700, now, **creating)
     unbound["spec"] = {}
     assert kube._stuck_creating([unbound], now, 600) is None  # waiting for a node is another story

@@ -649,22 +649,31 @@ def _last_warning(events: Sequence[Mapping[str, Any]]) -> str | None:
 def _stuck_creating(
     pods: Sequence[Mapping[str, Any]], now: datetime, limit: float
 ) -> Mapping[str, Any] | None:
-    """The newest pod if it was bound to a node more than ``limit`` seconds ago and none of its
-    containers has run yet (volumes that do not mount, an image that never arrives)."""
+    """The newest pod if a container of it has been waiting to be created for more than ``limit``
+    seconds (volumes that do not mount, an image that never arrives): counted from when the pod was
+    bound to its node, or from when its last init container finished.  A pod with a container running
+    (init containers installing requirements take as long as they take), or one that ran before (a
+    restart), is not stuck."""
     if not pods:
         return None
     pod = pods[-1]
     status = pod.get("status") or {}
     if status.get("phase") != "Pending" or not (pod.get("spec") or {}).get("nodeName"):
         return None
-    for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
-        if (container.get("state") or {}).keys() & {"running", "terminated"} or container.get("lastState"):
-            return None  # it ran (init containers installing requirements take as long as they take)
+    inits, mains = status.get("initContainerStatuses") or [], status.get("containerStatuses") or []
+    for container in [*inits, *mains]:
+        state = container.get("state") or {}
+        if "running" in state or container.get("lastState") or ("terminated" in state and container in mains):
+            return None
     conditions = status.get("conditions") or []
     bound = ("PodScheduled", "True")
     scheduled = next((c for c in conditions if (c.get("type"), c.get("status")) == bound), None)
-    since = _moment((scheduled or {}).get("lastTransitionTime") or pod["metadata"].get("creationTimestamp"))
-    if since is None or (now - since).total_seconds() <= limit:
+    moments = [
+        _moment((scheduled or {}).get("lastTransitionTime") or pod["metadata"].get("creationTimestamp"))
+    ]
+    moments += [_moment(((c.get("state") or {}).get("terminated") or {}).get("finishedAt")) for c in inits]
+    known = [m for m in moments if m is not None]
+    if not known or (now - max(known)).total_seconds() <= limit:
         return None
     return pod
 

@@ -529,9 +529,33 @@ class Simulator:
             ]
             await self.store.update("Pod", namespace, pod)
             return
-        init_statuses = []
+        init_statuses: list[dict[str, Any]] = []
         for init in pod["spec"].get("initContainers", []):
             started = now_iso()
+            # As a kubelet shows it: this init container running, the main one waiting for it.
+            running = {
+                "name": init["name"],
+                "ready": False,
+                "restartCount": 0,
+                "image": init.get("image", ""),
+                "imageID": "",
+                "state": {"running": {"startedAt": started}},
+            }
+            waiting = {
+                "name": main["name"],
+                "ready": False,
+                "restartCount": 0,
+                "image": image,
+                "imageID": "",
+                "state": {"waiting": {"reason": "PodInitializing"}},
+            }
+            current = self.store.get("Pod", namespace, name)
+            if current is None:
+                return
+            current["status"].update(
+                initContainerStatuses=[*init_statuses, running], containerStatuses=[waiting]
+            )
+            await self.store.update("Pod", namespace, current)
             code, reason = await self._run_container(pod, init)
             init_statuses.append(
                 {
