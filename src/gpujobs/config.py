@@ -213,6 +213,17 @@ class Settings(BaseSettings):
             raise ValueError(f"default_priority {self.default_priority!r} is not one of the priorities")
         return self
 
+    @model_validator(mode="after")
+    def _silence_outlasts_a_watch(self) -> Settings:
+        # A quiet cluster is heard from once per watch (the bookmark before it ends): a shorter silence
+        # window would list everything again all the time.
+        if self.kube_silence_seconds <= self.kube_watch_timeout_seconds:
+            raise ValueError(
+                f"kube_silence_seconds ({self.kube_silence_seconds:g}) must be longer than "
+                f"kube_watch_timeout_seconds ({self.kube_watch_timeout_seconds})"
+            )
+        return self
+
     @field_validator("kube_namespace", "kube_namespace_template")
     @classmethod
     def _namespace_shape(cls, value: str | None, info: Any) -> str | None:

@@ -113,11 +113,10 @@ def posts_to(cluster: FakeCluster, path: str) -> int:
         {"fault": "status", "status": 503, "times": 2},
         {"fault": "status", "status": 429, "retry_after": 1, "times": 2},
         {"fault": "reset-before", "times": 2},
-        {"fault": "status", "status": 409, "times": 1},  # in the way, then gone: made again
         {"fault": "reset-after", "times": 1},  # the Job was made, the answer lost: adopted, not made twice
         {"fault": "hang", "seconds": 3, "times": 1},  # longer than the service waits for an answer
     ],
-    ids=["500", "503", "429-retry-after", "reset-before", "409", "reset-after", "timeout"],
+    ids=["500", "503", "429-retry-after", "reset-before", "reset-after", "timeout"],
 )
 def test_passing_trouble_creating_the_job_is_retried_and_it_runs_once(
     alice: Api, cluster: FakeCluster, tmp_path: Path, fault: dict[str, Any]
@@ -134,6 +133,19 @@ def test_passing_trouble_creating_the_job_is_retried_and_it_runs_once(
     if fault["fault"] == "reset-after":  # made by the first try: read and adopted
         adopted = f"{JOBS}/gpujob-{job['job_id']}"
         assert any(m == "GET" and url == adopted for m, url, _, _ in cluster.faults.requests)
+
+
+def test_a_job_made_and_deleted_before_it_was_adopted_is_not_made_again(
+    alice: Api, cluster: FakeCluster, tmp_path: Path
+) -> None:
+    """409 says the job's Job was made; if it is gone when read, it may have run: Lost, never twice."""
+    runs, token = Runs(tmp_path), uuid.uuid4().hex
+    posts_before = posts_to(cluster, JOBS)
+    cluster.faults.inject(method="POST", path=JOBS, fault="status", status=409)
+    job = alice.submit_ok(**script(runs.code(token)))
+    ended = alice.wait_status(job["job_id"], "failed")
+    assert ended["reason"] == "Lost" and "not started again" in ended["message"]
+    assert posts_to(cluster, JOBS) - posts_before == 1 and runs.count(token) == 0
 
 
 def test_thirty_errors_in_a_row_fail_no_job(alice: Api, cluster: FakeCluster, tmp_path: Path) -> None:

@@ -165,7 +165,7 @@ def test_a_pod_stuck_being_created_is_found_only_past_the_limit_and_only_if_noth
     assert kube._stuck_creating([unbound], now, 600) is None  # waiting for a node is another story
 
 
-def test_the_newest_warning_says_why() -> None:
+def test_the_newest_event_says_why() -> None:
     events = [
         {
             "type": "Normal",
@@ -177,7 +177,7 @@ def test_the_newest_warning_says_why() -> None:
             "type": "Warning",
             "reason": "FailedMount",
             "message": "old",
-            "lastTimestamp": "2026-12-01T12:00:01Z",
+            "lastTimestamp": "2026-12-01T12:00:09Z",
         },
         {
             "type": "Warning",
@@ -186,5 +186,41 @@ def test_the_newest_warning_says_why() -> None:
             "lastTimestamp": "2026-12-01T12:00:09Z",
         },
     ]
-    assert kube._last_warning(events) == 'FailedMount: configmap "gpujob-x-script" not found'
-    assert kube._last_warning(events[:1]) is None
+    newest = kube._newest_event(events)
+    assert newest is not None  # of two in the same second, the later listed
+    assert kube._event_text(newest) == 'FailedMount: configmap "gpujob-x-script" not found'
+    assert kube._newest_event([]) is None
+
+
+@pytest.mark.parametrize(
+    ("code", "verdict", "retry_after"),
+    [(429, Verdict.PASSING, 7.0), (410, Verdict.GONE, None), (403, Verdict.REFUSED, None)],
+)
+def test_an_error_answer_lightkube_did_not_decode_is_sorted_the_same(
+    code: int, verdict: Verdict, retry_after: float | None
+) -> None:
+    """lightkube's watch raises its transport's own status error, not an ApiError."""
+    module = __import__(TRANSPORT_ERROR.__module__.split(".")[0])
+    request = module.Request("GET", "https://cluster.example/api/v1/pods?watch=true")
+    body = {"kind": "Status", "code": code, "message": "said by the server"}
+    response = module.Response(code, json=body, headers={"Retry-After": "7"}, request=request)
+    fault = classify(module.HTTPStatusError("error", request=request, response=response))
+    assert (fault.verdict, fault.status, fault.retry_after) == (verdict, code, retry_after)
+    assert fault.message == "said by the server"
+
+
+def test_the_archived_log_completes_what_was_followed_and_never_shrinks_it(tmp_path) -> None:
+    log = tmp_path / "output.log"
+
+    def complete(followed: str, whole: str) -> str:
+        log.write_text(followed)
+        kube._complete_log(log, whole)
+        return log.read_text()
+
+    assert complete("line 1\n", "line 1\nline 2\n") == "line 1\nline 2\n"  # what following missed
+    # The kubelet has only its newest rotated file: the followed start stays, the new end is added.
+    followed = "".join(f"line {i}\n" for i in range(100))
+    rotated = "".join(f"line {i}\n" for i in range(60, 120))
+    assert complete(followed, rotated) == "".join(f"line {i}\n" for i in range(120))
+    assert complete(followed, "line 99\n"[3:]) == followed  # less, and nothing in common: kept
+    assert complete("garbled\n", "the whole output\n") == "the whole output\n"  # more: the cluster's

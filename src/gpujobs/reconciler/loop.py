@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 from ..config import Settings
 from ..errors import GpujobsError, IllegalTransition, JobNotFound
-from ..executors.base import Executor, LaunchError, Observation
+from ..executors.base import Executor, LaunchError, Observation, Unreachable
 from ..models import JobStatus
 from ..scheduler.usage import UsageTracker
 from ..store import Store
@@ -217,16 +217,14 @@ class Reconciler:
             attempt += 1
             try:
                 await self.executor.launch(job)
-                if attempt > 1:  # the news of the trouble is over
-                    await self._say(job, None)
-                return
             except asyncio.CancelledError:
                 raise
             except LaunchError as exc:
                 failure = str(exc)
                 break
             except Exception as exc:
-                text = exc.message if isinstance(exc, GpujobsError) else f"{exc.__class__.__name__}: {exc}"
+                known = isinstance(exc, (GpujobsError, Unreachable))
+                text = exc.message if known else f"{exc.__class__.__name__}: {exc}"  # type: ignore[attr-defined]
                 log.warning("job %s: launch attempt %d failed: %s", job.job_id, attempt, text)
                 delay = next_launch_delay(
                     attempt,
@@ -246,6 +244,11 @@ class Reconciler:
                 current = self.live.get(job.job_id)
                 if current is None or current.status is not JobStatus.PENDING:
                     return  # cancelled meanwhile: never start it now (the next pass stops what is left)
+                continue
+            if attempt > 1:  # handed over: the news of the trouble is over (news only: it may fail)
+                with contextlib.suppress(Exception):
+                    await self._say(job, None)
+            return
         log.warning("job %s could not be launched: %s", job.job_id, failure)
         await self._end(
             job,

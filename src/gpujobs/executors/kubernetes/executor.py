@@ -69,6 +69,10 @@ LOST_AFTER_SECONDS = 5.0  # how long a job's Job must be missing from the watche
 # How long a finished job's output is fetched again when the cluster does not give it, before its end
 # is recorded without it (the log then says what is missing).
 ARCHIVE_PATIENCE_SECONDS = 60.0
+# How much of the end of a followed log is looked for in the cluster's copy to find where it goes on.
+LOG_ANCHOR_SIZES = (4096, 1024, 256, 64)
+# A pod stuck being created: its events are read at most this often.
+STUCK_CHECK_SECONDS = 5.0
 # A stopped job's Job is deleted again if its pods are still there after this long (a lost request).
 DELETE_AGAIN_SECONDS = 10.0
 LIST_PAGE = 500  # objects per list call: a 100,000-pod cluster is read in pages, as kubectl does
@@ -142,6 +146,9 @@ class KubernetesExecutor(Executor):
         self._collected: set[str] = set()  # jobs whose logs were archived: never followed again
         self._missing_since: dict[str, float] = {}  # job id → when its Job was first missing
         self._archive_trouble: dict[str, float] = {}  # job id → when fetching its output first failed
+        self._archive_given_up: set[str] = set()  # jobs whose log says what could not be fetched
+        self._follow_trouble: dict[str, tuple[int, float]] = {}  # job id → (failures, next try at)
+        self._stuck_checked: dict[str, tuple[float, Observation]] = {}  # job id → (when, what it said)
         self.freshness = Freshness(settings.kube_silence_seconds, (kind.__name__ for kind in WATCHED))
 
     def namespace_of(self, username: str) -> str:
@@ -233,8 +240,11 @@ class KubernetesExecutor(Executor):
                 if version is None:
                     version = await self._list(kind)
                     self.wake()  # a new list may show ends and starts the watch missed
-                async with asyncio.timeout(self.freshness.deadline(name)) as silence:
-                    async for change, item in self._open_watch(kind, version):
+                async with (
+                    asyncio.timeout(self.freshness.deadline(name)) as silence,
+                    contextlib.aclosing(self._open_watch(kind, version)) as stream,  # type: ignore[type-var]
+                ):
+                    async for change, item in stream:
                         version = (item.metadata.resourceVersion if item.metadata else None) or version
                         self.freshness.heard(name, time.monotonic(), time.time())
                         silence.reschedule(self.freshness.deadline(name))
@@ -310,6 +320,8 @@ class KubernetesExecutor(Executor):
         ``Unreachable`` (the reconciler tries again: a Job that did land answers 409 and is adopted);
         a refusal raises ``LaunchError`` with the API server's words."""
         assert self.client is not None
+        if not self.freshness.listed("Node"):  # placement needs the nodes' labels and taints
+            raise Unreachable("the cluster's nodes have not been listed yet")
         self.log_path(job.job_id).parent.mkdir(parents=True, exist_ok=True)
         namespace = self.namespace_of(job.user)
         if self.settings.kube_create_namespaces:
@@ -318,14 +330,20 @@ class KubernetesExecutor(Executor):
         manifest = job_manifest(job, template, self._placement(job))
         made = await _attempt(self.client.create(codecs.from_dict(manifest)))
         if isinstance(made, Fault):
+            if made.verdict is Verdict.NOT_FOUND and self.settings.kube_create_namespaces:
+                self._namespaces_made.discard(namespace)  # deleted since it was made: made again next try
+                raise Unreachable(f"namespace {namespace} is gone; making it again")
             if made.verdict is not Verdict.CONFLICT:
                 raise _launch_trouble("the cluster did not take the Job", made)
             # Already there (a create whose answer was lost, a launch repeated after a restart): adopt it
             # if it is this job's.
             found = await _attempt(self.client.get(Job, job_name(job.job_id), namespace=namespace))
             if isinstance(found, Fault):
-                if found.verdict is Verdict.NOT_FOUND:  # gone since: the next try creates it
-                    raise Unreachable("the Job in the way was deleted meanwhile")
+                if found.verdict is Verdict.NOT_FOUND:
+                    # It was made (the 409 says so) and is gone since: it may have run, so it is not made
+                    # again.  Without it, observing ends the job as Lost.
+                    log.warning("job %s: its Job was made and deleted before it could be adopted", job.job_id)
+                    return
                 raise _launch_trouble("could not read the Job that is in the way", found)
             labels = (found.metadata.labels if found.metadata else None) or {}
             if labels.get(JOB_ID_LABEL) != job.job_id:
@@ -333,7 +351,8 @@ class KubernetesExecutor(Executor):
             created = found.to_dict()
         else:
             created = made.to_dict()
-        self.cache.job_event("ADDED", created)  # the watch will say so too, a moment later
+        # Not put in the cache: the watch brings it (a deletion it already saw must not be undone), and
+        # a Job missing from the cache is read from the API server before it is called lost.
         configmap = script_configmap(job, template)
         if configmap is not None:
             stored = await _attempt(self.client.create(codecs.from_dict(owned_by(configmap, created))))
@@ -353,19 +372,25 @@ class KubernetesExecutor(Executor):
         for job in jobs:
             found = self._observe(job, stale, now)
             if isinstance(found, _StuckCreating):
-                found = await self._stuck_outcome(found)
+                found = await self._stuck_outcome(job, found)
+            elif isinstance(found, _MaybeLost):
+                found = await self._lost_or_not(job)
             if found is not None:
                 seen[job.job_id] = found
         return seen
 
-    def _observe(self, job: JobRecord, stale: bool, now: datetime) -> Observation | _StuckCreating | None:
+    def _observe(self, job: JobRecord, stale: bool, now: datetime) -> Observation | _Check | None:
+        """What the cache says of ``job``; a ``_Check`` where the API server must be asked first; None
+        where a stale view cannot tell."""
         pods = self.cache.pods_of(job.job_id)
         kube_job = self.cache.job(job.job_id)
         # Pods that have not ended hold their node's GPUs, whatever the Job says (a Job is Failed at
         # its deadline while its pod is still being killed; a deleted Job's pods take time to go).
         live = [p for p in pods if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
         if job.status.is_terminal():  # ended in the store: only whether anything still runs matters
-            return Observation(Phase.RUNNING) if live else ABSENT
+            if live:
+                return Observation(Phase.RUNNING)
+            return None if stale else ABSENT  # a stale view does not prove that nothing runs
         if kube_job is None:
             self._stop_following(job.job_id)
             if live:
@@ -374,39 +399,53 @@ class KubernetesExecutor(Executor):
                 self._missing_since.pop(job.job_id, None)
                 return None
             # The watch may lag behind a Job just made, or a relist may briefly miss it: only a Job
-            # missing for a while is gone.
+            # missing for a while, and then not found by the API server either, is gone.
             moment = asyncio.get_running_loop().time()
             if moment - self._missing_since.setdefault(job.job_id, moment) < LOST_AFTER_SECONDS:
                 return STARTING
-            return Observation.lost(
-                "its Kubernetes Job is gone (deleted outside gpujobs, or lost with the cluster's state); "
-                "it may have run, so it is not started again"
-            )
+            return _MaybeLost()
         self._missing_since.pop(job.job_id, None)
         started = any(p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed") for p in pods)
         if started and job.job_id not in self._followers and job.job_id not in self._collected:
-            # What was followed before (by this process, or before a restart) stays: a log is never
-            # deleted before its job's end is stored.  The new follower goes on from there.
-            path = self.log_path(job.job_id)
-            self._follow(job.job_id, skip=path.stat().st_size if path.exists() else 0)
+            self._follow_again(job.job_id)
         outcome = _outcome(kube_job, pods)
         if outcome is not None:
             return dataclasses.replace(outcome, settled=not live)
         if started:
             return Observation(Phase.RUNNING, message=_retry_message(pods), attempts=len(pods))
         stuck = _stuck_creating(pods, now, self.settings.kube_container_creating_seconds)
-        if stuck is not None:
+        if stuck is not None and not stale:  # a stale view may show a pod that has started since
             return _StuckCreating(stuck, attempts=len(pods))
         why_waiting = _waiting_message(pods)
         return Observation(Phase.STARTING, message=why_waiting) if why_waiting else STARTING
 
-    async def _stuck_outcome(self, stuck: _StuckCreating) -> Observation:
-        """A job whose pod could not be created in time fails, in the cluster's own words (its last
-        warning about the pod) where it can be had."""
+    async def _lost_or_not(self, job: JobRecord) -> Observation | None:
+        """A Job missing from the cache for a while: lost if the API server does not have it either
+        (a watch that stalled after a relist may not have brought it yet)."""
         assert self.client is not None
+        found = await _attempt(
+            self.client.get(Job, job_name(job.job_id), namespace=self.namespace_of(job.user))
+        )
+        if isinstance(found, Fault):
+            if found.verdict is not Verdict.NOT_FOUND:
+                return None  # cannot tell now
+            return Observation.lost(
+                "its Kubernetes Job is gone (deleted outside gpujobs, or lost with the cluster's state); "
+                "it may have run, so it is not started again"
+            )
+        self._missing_since.pop(job.job_id, None)
+        return STARTING  # there after all: the watch will bring it
+
+    async def _stuck_outcome(self, job: JobRecord, stuck: _StuckCreating) -> Observation:
+        """A job whose pod has been waiting to be created for too long fails, in the cluster's own words
+        (its last warning about the pod) — unless the kubelet's last word is progress (an image being
+        pulled): then it waits on, and says so.  The pod's events are read at most every few seconds."""
+        assert self.client is not None
+        moment = asyncio.get_running_loop().time()
+        checked = self._stuck_checked.get(job.job_id)
+        if checked is not None and moment - checked[0] < STUCK_CHECK_SECONDS:
+            return checked[1]
         metadata = stuck.pod["metadata"]
-        limit = self.settings.kube_container_creating_seconds
-        message = f"its pod was still being created after {limit:.0f} s"
         events = await _attempt(
             _listed(
                 self.client.list(
@@ -414,27 +453,50 @@ class KubernetesExecutor(Executor):
                 )
             )
         )
-        warning = None if isinstance(events, Fault) else _last_warning(events)
-        if warning:
-            message = f"{message}: {warning}"
-        return Observation(
-            Phase.ENDED,
-            JobStatus.FAILED,
-            reason="ContainerCreatingTimeout",
-            message=message,
-            attempts=stuck.attempts,
-            settled=False,  # its pod is there until the Job is deleted (collect does)
-        )
+        newest = None if isinstance(events, Fault) else _newest_event(events)
+        if newest is not None and newest.get("type") != "Warning":
+            seen = Observation(Phase.STARTING, message=f"its pod is being created: {_event_text(newest)}")
+        else:
+            limit = self.settings.kube_container_creating_seconds
+            message = f"its pod was still being created after {limit:.0f} s"
+            if newest is not None:
+                message = f"{message}: {_event_text(newest)}"
+            seen = Observation(
+                Phase.ENDED,
+                JobStatus.FAILED,
+                reason="ContainerCreatingTimeout",
+                message=message,
+                attempts=stuck.attempts,
+                settled=False,  # its pod is there until the Job is deleted (collect does)
+            )
+        self._stuck_checked[job.job_id] = (moment, seen)
+        return seen
+
+    def _follow_again(self, job_id: str) -> None:
+        """Follow the job's output, going on from what the log file has (followed before by this
+        process, or before a restart: a log is never deleted before its job's end is stored).  After
+        a follower failed, the next starts only after a pause that doubles (0.5 s … 30 s)."""
+        trouble = self._follow_trouble.get(job_id)
+        if trouble is not None and asyncio.get_running_loop().time() < trouble[1]:
+            return
+        path = self.log_path(job_id)
+        self._follow(job_id, skip=path.stat().st_size if path.exists() else 0)
 
     def _follow(self, job_id: str, skip: int = 0) -> None:
         follower = asyncio.create_task(self._follow_logs(job_id, skip), name=f"gpujobs-logs-{job_id}")
         self._followers[job_id] = follower
 
         def done(task: asyncio.Task[None]) -> None:
-            if self._followers.get(job_id) is task:  # it failed: the next observation starts another
+            if self._followers.get(job_id) is task:  # it failed: a later observation starts another
                 del self._followers[job_id]
             if not task.cancelled() and task.exception() is not None:
-                log.warning("following the logs of %s failed: %s", job_id, task.exception())
+                failures = (self._follow_trouble.get(job_id) or (0, 0.0))[0] + 1
+                pause = min(30.0, 0.5 * 2 ** (failures - 1))
+                self._follow_trouble[job_id] = (failures, asyncio.get_running_loop().time() + pause)
+                if failures == 1:
+                    log.warning("following the logs of %s failed: %s", job_id, task.exception())
+            elif not task.cancelled():
+                self._follow_trouble.pop(job_id, None)
 
         follower.add_done_callback(done)
 
@@ -448,9 +510,10 @@ class KubernetesExecutor(Executor):
         self._stop_following(job_id)
         for kept in (self._stop_asked, self._collected):
             kept.discard(job_id)
-        self._deleted.pop(job_id, None)
-        self._missing_since.pop(job_id, None)
-        self._archive_trouble.pop(job_id, None)
+        for memo in (self._deleted, self._missing_since, self._archive_trouble, self._follow_trouble):
+            memo.pop(job_id, None)
+        self._stuck_checked.pop(job_id, None)
+        self._archive_given_up.discard(job_id)
 
     async def collect(self, job: JobRecord) -> None:
         """Before an end is recorded: the log file gets every attempt's whole output, and a Job that will
@@ -464,7 +527,9 @@ class KubernetesExecutor(Executor):
         kube_job = self.cache.job(job.job_id)
         namespace = self._namespace_of_job(job)
         await self._archive_logs(job.job_id, namespace)
-        if kube_job is not None and not _finished(kube_job):
+        # A Job that will not end by itself goes: one still running, and one the cache does not have
+        # (lost, or made by a create whose answer never came: a 404 then is fine).
+        if kube_job is None or not _finished(kube_job):
             await self._delete(job.job_id, namespace)
         if job.status.is_terminal():  # a release: nothing of it is left to watch
             self._forget(job.job_id)
@@ -481,6 +546,8 @@ class KubernetesExecutor(Executor):
         after ``ARCHIVE_PATIENCE_SECONDS`` of that, the end goes ahead with what was followed and a
         line in the log that says what is missing."""
         assert self.client is not None
+        if job_id in self._archive_given_up:  # the log says what is missing, once
+            return
         try:
             pods = [
                 p.to_dict()
@@ -490,10 +557,12 @@ class KubernetesExecutor(Executor):
             parts = []
             for pod in pods:
                 for container in _containers_in_order(pod):
+                    if not _ran(pod, container):  # never started: the API server has no output for it
+                        continue
                     lines = self.client.log(pod["metadata"]["name"], namespace=namespace, container=container)
                     text = await _attempt(_joined(lines))
                     if isinstance(text, Fault):
-                        if text.verdict is Verdict.NOT_FOUND:  # the pod went meanwhile: nothing to add
+                        if not text.passing:  # the pod went meanwhile, or it has no output to give
                             continue
                         raise _ArchiveTrouble(text.message)
                     parts.append(text)
@@ -504,8 +573,8 @@ class KubernetesExecutor(Executor):
             if now - first < ARCHIVE_PATIENCE_SECONDS:
                 raise Unreachable(f"could not fetch the job's output: {fault}") from exc
             note = f"\n[gpujobs] the rest of this job's output could not be fetched from the cluster: {fault}"
-            note += "\n"
-            await asyncio.to_thread(_append, self.log_path(job_id), note)
+            await asyncio.to_thread(_append, self.log_path(job_id), note + "\n")
+            self._archive_given_up.add(job_id)
             return
         self._archive_trouble.pop(job_id, None)
         if parts:
@@ -541,22 +610,21 @@ class KubernetesExecutor(Executor):
             pod = pending[0]
             followed.add(pod["metadata"]["uid"])
             name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+            # Only containers that started have output (asking for another's is an error answer, which
+            # lightkube turns into a RuntimeError when following).
             *init, main = _containers_in_order(pod)
-            try:
-                with open(path, "a", encoding="utf-8") as handle:
-                    for container in init:  # finished before the pod ran: their whole output at once
+            with open(path, "a", encoding="utf-8") as handle:
+                for container in init:  # finished before the pod ran: their whole output at once
+                    if _ran(pod, container):
                         async for line in self.client.log(name, namespace=namespace, container=container):
                             write(handle, line)
-                    handle.flush()
+                handle.flush()
+                if _ran(pod, main):
                     async for line in self.client.log(name, namespace=namespace, container=main, follow=True):
                         write(handle, line)
                         handle.flush()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if _fault_of(exc).verdict is not Verdict.NOT_FOUND:
-                    raise  # this follower ends; the next observation starts another, from the file's end
-                # The pod is gone: its output is what was followed (the archive at the end adds the rest).
+            # A failure above ends this follower; a later observation starts another (after a pause),
+            # from the end of the file, and the archive at the job's end adds anything missed.
 
     # --- stopping --------------------------------------------------------------
 
@@ -623,27 +691,45 @@ def _containers_in_order(pod: Mapping[str, Any]) -> list[str]:
 
 @dataclass(frozen=True)
 class _StuckCreating:
-    """A job whose newest pod has been waiting to be created for too long."""
+    """A job whose newest pod has been waiting to be created for too long: its events say why."""
 
     pod: Mapping[str, Any]
     attempts: int
+
+
+@dataclass(frozen=True)
+class _MaybeLost:
+    """A job whose Job has been missing from the cache for a while: the API server has the last word."""
+
+
+_Check = _StuckCreating | _MaybeLost
 
 
 async def _listed(items: AsyncIterable[Any]) -> list[dict[str, Any]]:
     return [item.to_dict() async for item in items]
 
 
-def _last_warning(events: Sequence[Mapping[str, Any]]) -> str | None:
-    """The newest Warning event's reason and message."""
-    warnings = [e for e in events if e.get("type") == "Warning"]
-    if not warnings:
+def _ran(pod: Mapping[str, Any], container: str) -> bool:
+    """Whether the pod's container has started (running, ended, or restarted)."""
+    status = pod.get("status") or {}
+    for entry in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        if entry.get("name") == container:
+            state = entry.get("state") or {}
+            return "running" in state or "terminated" in state or bool(entry.get("lastState"))
+    return False
+
+
+def _newest_event(events: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The newest event: by time, and of equal times (a second's resolution) the later made (events
+    are listed by name, which a kubelet makes from the pod's name and a timestamp)."""
+    if not events:
         return None
-    # Newest by time; of equal times (a second's resolution), the later made (events are listed by
-    # name, which a kubelet makes from the pod's name and a timestamp).
-    newest = max(
-        enumerate(warnings), key=lambda e: (e[1].get("lastTimestamp") or e[1].get("eventTime") or "", e[0])
-    )[1]
-    return f"{newest.get('reason') or 'Warning'}: {newest.get('message') or ''}".rstrip(": ")
+    stamped = enumerate(events)
+    return max(stamped, key=lambda e: (e[1].get("lastTimestamp") or e[1].get("eventTime") or "", e[0]))[1]
+
+
+def _event_text(event: Mapping[str, Any]) -> str:
+    return f"{event.get('reason') or event.get('type') or 'Event'}: {event.get('message') or ''}".rstrip(": ")
 
 
 def _stuck_creating(
@@ -703,16 +789,33 @@ def _append(path: Path, text: str) -> None:
 
 
 def _complete_log(path: Path, whole: str) -> None:
-    """Make the log file hold ``whole``: append what following missed (live readers keep reading), or
-    rewrite it when what was followed differs (a restart, a lost stream)."""
+    """Make the log file hold all of the job's output: append what following missed (live readers keep
+    reading).  ``whole`` is what the cluster still has, which may be only the newest part (the kubelet
+    keeps the current rotated file): what was followed is never thrown away for less.  Where the end
+    of what was followed is found in ``whole``, what comes after it is added; where it is not, the
+    cluster's copy replaces the file only if it is longer."""
     followed = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
     if whole.startswith(followed):
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(whole[len(followed) :])
+        missing = whole[len(followed) :]
     else:
-        partial = path.with_suffix(".partial")
-        partial.write_text(whole, encoding="utf-8")
-        partial.replace(path)
+        # The end of what was followed, as long as the two overlap (long anchors first: fewer false
+        # matches in repetitive output).
+        anchor, found = "", -1
+        for size in LOG_ANCHOR_SIZES:
+            anchor = followed[-size:]
+            found = whole.find(anchor) if len(anchor) == size else -1
+            if found >= 0:
+                break
+        if found < 0:
+            if len(whole) > len(followed):
+                partial = path.with_suffix(".partial")
+                partial.write_text(whole, encoding="utf-8")
+                partial.replace(path)
+            return
+        missing = whole[found + len(anchor) :]
+    if missing:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(missing)
 
 
 def _outcome(kube_job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Observation | None:

@@ -57,6 +57,10 @@ class Freshness:
             watch.trouble_since = now
         watch.in_sync, watch.trouble = False, why
 
+    def listed(self, kind: str) -> bool:
+        """Whether ``kind`` has been listed at least once (the cache knows something of it)."""
+        return self._watches[kind].heard_at is not None
+
     def deadline(self, kind: str) -> float | None:
         """When the watch of ``kind`` must have heard something to stay fresh (monotonic)."""
         watch = self._watches[kind]

@@ -501,6 +501,11 @@ def build_app(
             return status(404, "NotFound", f'pods "{name}" not found')
         container = request.query_params.get("container") or pod["spec"]["containers"][0]["name"]
         path = simulator.sandbox(pod) / f"{container}.log"
+        if not path.exists() and not _has_started(pod, container):  # as a kubelet answers
+            waiting = "PodInitializing" if pod["spec"].get("initContainers") else "ContainerCreating"
+            return status(
+                400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: {waiting}'
+            )
         follow = request.query_params.get("follow") in ("1", "true")
         tail = request.query_params.get("tailLines")
         if not follow:
@@ -542,6 +547,15 @@ def build_app(
             Route("/{path:path}", handle, methods=["GET", "POST", "PATCH", "DELETE", "PUT"]),
         ]
     )
+
+
+def _has_started(pod: dict[str, Any], container: str) -> bool:
+    status = pod.get("status") or {}
+    for entry in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        if entry.get("name") == container:
+            state = entry.get("state") or {}
+            return "running" in state or "terminated" in state
+    return False
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
