@@ -1,13 +1,13 @@
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+import builders
 from gpujobs.admission import check_spec
 from gpujobs.config import Settings
 from gpujobs.errors import InvalidSpec, PayloadTooLarge
-from gpujobs.inventory import Device, Inventory, Node
+from gpujobs.inventory import Inventory, Node
 from gpujobs.models import JobSpec
 from gpujobs.quotas import QuotaRule
 
@@ -28,20 +28,7 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-INVENTORY = Inventory(
-    nodes=(
-        Node(
-            "n",
-            devices=(
-                Device("0", "a100-80gb", "A100"),
-                Device("1", "a100-80gb", "A100"),
-                Device("2", "t4", "T4"),
-            ),
-        ),
-    ),
-    source="simulated",
-    updated_at=datetime.now(timezone.utc),
-)
+INVENTORY = builders.inventory(builders.node("n", "a100-80gb", "a100-80gb", "t4", cpu=0))
 
 
 def check(settings: Settings, **fields) -> JobSpec:
@@ -138,13 +125,11 @@ def test_on_kubernetes_paths_are_checked_as_written(settings: Settings) -> None:
 # --- jobs no node could ever hold are refused at submit -----------------------------------------------
 
 
-def inventory_of(*nodes: Node) -> Inventory:
-    return Inventory(nodes=nodes, source="simulated", updated_at=datetime.now(timezone.utc))
+inventory_of = builders.inventory
 
 
 def gpu_node(name: str, *types: str, cpu: float = 8, memory: float = 0, **state: bool) -> Node:
-    devices = tuple(Device(str(i), t, t.upper()) for i, t in enumerate(types))
-    return Node(name, devices, cpu_cores=cpu, memory_bytes=memory, **state)
+    return builders.node(name, *types, cpu=cpu, memory=memory, **state)
 
 
 def refused_on(inventory: Inventory, settings: Settings, rule=None, **fields) -> InvalidSpec:

@@ -8,30 +8,25 @@ import itertools
 import json
 from datetime import datetime, timezone
 
+import builders
+from builders import stored_job
 from gpujobs.gpustatus import GpuStatusCache, build_gpu_status
-from gpujobs.inventory import Device, Inventory, Node
+from gpujobs.inventory import Inventory, Node
+from gpujobs.models import JobStatus
 from gpujobs.scheduler.loop import external_devices
-from gpujobs.store.repository import new_job_values, record_of
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def node(name: str, gpu_type: str = "a100-80gb", gpus: int = 4, **extra: object) -> Node:
-    devices = tuple(Device(index=str(i), gpu_type=gpu_type, product=gpu_type.upper()) for i in range(gpus))
-    return Node(name=name, devices=devices, **extra)  # type: ignore[arg-type]
-
-
 def running(job_id: str, on: str, *gpus: str, user: str = "alice"):
-    values = new_job_values(
-        job_id=job_id, user=user, groups=[], name=job_id, priority="normal", gpu_required=True,
-        gpu_count=len(gpus), gpu_type="any", cpu_request=0.0, spec={}, created_at=NOW,
-    )  # fmt: skip
-    values.update(status="running", node=on, gpus=list(gpus))
-    return record_of(1, values)
+    return stored_job(job_id, status=JobStatus.RUNNING, user=user, node=on, gpus=gpus)
 
 
 def inventory(*nodes: Node) -> Inventory:
-    return Inventory(nodes=nodes, source="kubernetes", updated_at=NOW)
+    return builders.inventory(*nodes, source="kubernetes", at=NOW)
+
+
+node = builders.node_of
 
 
 def test_counts_per_type_and_per_node() -> None:

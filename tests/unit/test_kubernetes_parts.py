@@ -4,7 +4,6 @@ the official schemas with kubernetes-validate, strict, for 1.31 and the newest v
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from builders import stored_job
 from gpujobs.executors.kubernetes.cache import ClusterCache, is_ours, pod_usage
 from gpujobs.executors.kubernetes.executor import job_failure
 from gpujobs.executors.kubernetes.manifests import (
@@ -26,7 +26,6 @@ from gpujobs.executors.kubernetes.nodes import kube_node, pod_gpu_request
 from gpujobs.executors.kubernetes.slugs import job_name, kubespawner_slug, namespace_for, safe_slug
 from gpujobs.gputypes import satisfies
 from gpujobs.inventory import slots_held_by_others
-from gpujobs.store.repository import new_job_values, record_of
 
 VERSIONS = ["1.31.0", kubernetes_validate.latest_version()]
 REPO = Path(__file__).resolve().parents[2]
@@ -38,23 +37,7 @@ def validate(obj: dict[str, Any]) -> None:
 
 
 def job(**spec: Any):
-    spec = {"name": "train", "script": "print(1)", **spec}
-    gpus = spec.get("gpu_count", 0)
-    values = new_job_values(
-        job_id="0123456789abcdef",
-        user="Alice@Example.org",
-        groups=[],
-        name=spec["name"],
-        priority="normal",
-        gpu_required=bool(gpus),
-        gpu_count=gpus,
-        gpu_type=spec.get("gpu_type", "any"),
-        cpu_request=0.0,
-        spec=spec,
-        created_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
-        timeout_seconds=spec.get("timeout_seconds"),
-    )
-    return record_of(1, values)
+    return stored_job("0123456789abcdef", user="Alice@Example.org", spec_fields=spec)
 
 
 def gfd_node(

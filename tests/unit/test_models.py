@@ -1,11 +1,10 @@
 import pytest
 from pydantic import ValidationError
 
+import builders
 from gpujobs.models import JobSpec, JobStatus
 
-
-def spec(**fields):
-    return JobSpec.model_validate({"script": "print(1)", **fields})
+spec = builders.spec
 
 
 def error_text(**fields) -> str:

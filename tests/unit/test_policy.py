@@ -12,35 +12,7 @@ GI = builders.GI
 node = builders.node
 
 
-def job(
-    job_id: str,
-    gpus: int = 1,
-    gpu_type: str = "any",
-    cpu: float = 0,
-    *,
-    memory: float = 0,
-    user: str = "u",
-    group: str = "g",
-    priority: int = 1,
-    at: float = 0.0,
-    limit: float | None = None,
-    quota: Quota = Quota(),
-    seq: int = 0,
-) -> Request:
-    return Request(
-        job_id=job_id,
-        gpu_count=gpus,
-        gpu_type=gpu_type,
-        cpu=cpu,
-        user=user,
-        group=group,
-        priority=priority,
-        submitted_at=at,
-        runtime_limit=limit,
-        quota=quota,
-        seq=seq,
-        memory=memory,
-    )
+job = builders.request
 
 
 def jobs(*requests: Request) -> list[Request]:

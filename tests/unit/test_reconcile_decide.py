@@ -3,11 +3,11 @@ each thing the executor may see.  Pure: records and observations in, a step out.
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime, timezone
 
 import pytest
 
+from builders import stored_job
 from gpujobs.executors.base import ABSENT, STARTING, Observation, Phase
 from gpujobs.models import JobStatus
 from gpujobs.reconciler import Action, decide
@@ -20,23 +20,10 @@ LOST = Observation.lost("gone")
 
 
 def job(status: JobStatus, *, launched: bool = True, holding: bool | None = None, **fields) -> JobRecord:
-    base = JobRecord(
-        seq=1,
-        job_id="j1",
-        user="alice",
-        name="n",
-        status=status,
-        priority="normal",
-        gpu_required=True,
-        gpu_count=1,
-        gpu_type="t4",
-        cpu_request=0.0,
-        spec={"script": "x"},
-        created_at=NOW,
-        launched_at=NOW if launched else None,
-        holding=status in (JobStatus.PENDING, JobStatus.RUNNING) if holding is None else holding,
+    holds = status in (JobStatus.PENDING, JobStatus.RUNNING) if holding is None else holding
+    return stored_job(
+        status=status, gpus=("0",), launched_at=NOW if launched else None, holding=holds, **fields
     )
-    return dataclasses.replace(base, **fields)
 
 
 @pytest.mark.parametrize(
