@@ -306,6 +306,29 @@ def test_a_script_file_job_and_a_cpu_job() -> None:
     assert script_configmap(record, template) is None
 
 
+def test_the_working_dir_is_the_specs_else_the_home() -> None:
+    def working_dir(template: JobTemplate, **spec: Any) -> str | None:
+        container = job_manifest(job(**spec), template)["spec"]["template"]["spec"]["containers"][0]
+        return container.get("workingDir")
+
+    with_home = JobTemplate(namespace="gpujobs")
+    assert working_dir(with_home, working_dir="/home/jovyan/project") == "/home/jovyan/project"
+    assert working_dir(with_home) == with_home.home_mount_path
+    assert working_dir(JobTemplate(namespace="gpujobs", home_claim_template=None)) is None  # the image's
+
+
+def test_the_deadline_is_the_specs_timeout_else_the_jobs_default() -> None:
+    template = JobTemplate(namespace="gpujobs")
+
+    def deadline(record: Any) -> int | None:
+        return job_manifest(record, template)["spec"].get("activeDeadlineSeconds")
+
+    # The user's own timeout wins over the default the job was given (the quota's limit).
+    assert deadline(stored_job(spec_fields={"timeout_seconds": 120}, timeout_seconds=900)) == 120
+    assert deadline(stored_job(timeout_seconds=900)) == 900
+    assert deadline(stored_job()) is None
+
+
 def test_the_script_configmap_is_owned_by_the_job() -> None:
     template = JobTemplate(namespace="gpujobs")
     configmap = script_configmap(job(script="print('hi')"), template)

@@ -107,6 +107,22 @@ def test_cpu_reservations_are_respected() -> None:
     assert reasons(decision)["cpu-job"] == "waiting for CPU: needs 1 cores, at most 0.5 free on one node"
 
 
+def test_jobs_admitted_in_one_cycle_on_one_node_must_all_fit_its_cores() -> None:
+    node_of_4 = Snapshot(nodes=(node("n", cpu=4),))
+    exactly = decide(jobs(job("a", gpus=0, cpu=2), job("b", gpus=0, cpu=2)), node_of_4)
+    assert admitted(exactly) == {"a": "n", "b": "n"}  # 2 + 2 fills the node exactly
+    over = decide(jobs(job("a", gpus=0, cpu=2), job("b", gpus=0, cpu=2.5)), node_of_4)
+    assert admitted(over) == {"a": "n"}  # 2 + 2.5 would not fit: the second waits
+    assert reasons(over)["b"] == "waiting for CPU: needs 2.5 cores, at most 2 free on one node"
+
+
+def test_running_jobs_sharing_a_node_leave_it_their_sum_of_cores_less() -> None:
+    running_two = (running("r1", "n", cpu=1), running("r2", "n", cpu=1.5))
+    snapshot = Snapshot(nodes=(node("n", cpu=4),), running=running_two)
+    assert admitted(decide(jobs(job("fits", gpus=0, cpu=1.5)), snapshot)) == {"fits": "n"}
+    assert admitted(decide(jobs(job("over", gpus=0, cpu=1.6)), snapshot)) == {}
+
+
 def test_a_job_bigger_than_any_node_says_so() -> None:
     decision = decide(jobs(job("huge", gpus=0, cpu=8)), Snapshot(nodes=(node("n", cpu=2),)))
     assert decision.waiting[0].reason == (
@@ -243,6 +259,17 @@ def test_a_small_job_backfills_only_if_it_ends_before_the_reservation() -> None:
     assert reasons(decision)["big"] == "no free GPU: 1 of 2 free, 2 needed"
 
 
+def test_a_backfill_must_fit_the_nodes_free_cores_too() -> None:
+    # The short job would end before the big job's reservation, but the node's free cores are too few.
+    nodes = (node("n", "a100", "a100", cpu=8),)
+    snapshot = Snapshot(nodes=nodes, running=(running("r", "n", "0", cpu=6, ends_at=2 * HOUR),), now=0.0)
+    big = job("big", gpus=2, priority=2, limit=HOUR)
+    fits = job("fits", priority=1, limit=HOUR, cpu=2)
+    too_big = job("too-big", priority=1, limit=HOUR, cpu=2.5)
+    assert admitted(decide(jobs(big, too_big), snapshot)) == {}
+    assert admitted(decide(jobs(big, fits), snapshot)) == {"fits": "n"}
+
+
 def test_a_job_waiting_behind_another_users_reservation_is_not_told_its_id() -> None:
     nodes = (node("n", "a100", "a100"),)
     snapshot = Snapshot(nodes=nodes, running=(running("r", "n", "0", ends_at=2 * HOUR),), now=0.0)
@@ -340,3 +367,14 @@ def test_pool_admissions_count_as_used_capacity() -> None:
         jobs(job("a", gpu_type="t4"), job("b", gpu_type="t4")), Snapshot(nodes=(), running=(earlier,)), config
     )
     assert [a.job_id for a in decision.admissions] == ["a"]
+
+
+def test_a_pool_offers_only_the_types_a_user_may_use() -> None:
+    config = PolicyConfig(pools=(Pool("a100", gpus_per_node=8, max_nodes=1),))
+    students = Quota(allowed_gpu_types=("t4",))
+    decision = decide(
+        jobs(job("any", gpu_type="any", quota=students)), Snapshot(nodes=(node("cpu-only"),)), config
+    )
+    assert decision.admissions == ()  # the a100 pool could grow, but not for this user
+    allowed = decide(jobs(job("any", gpu_type="any")), Snapshot(nodes=(node("cpu-only"),)), config)
+    assert [(a.job_id, a.pool) for a in allowed.admissions] == [("any", "a100")]
