@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the whole test suite.  Extra arguments go to pytest.
+#   --stress   run the suite three times, each in a new random order, with two CPU burners beside it
+#              (what a busy CI machine does to timing); stops at the first failing run.
+# Tests run in random order (pytest-randomly); the seed is printed, and GPUJOBS_TEST_SEED=N repeats it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+stress=0
+if [ "${1:-}" = "--stress" ]; then
+    stress=1
+    shift
+fi
 ./scripts/setup.sh
 # The store is also tested against a real PostgreSQL server, started by the tests themselves.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -20,5 +28,22 @@ if [ $# -eq 0 ]; then
     .venv/bin/ruff format --check src tests bench
     .venv/bin/mypy
 fi
-echo "== tests"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+run_tests() {
+    local seed=${GPUJOBS_TEST_SEED:-$((RANDOM * 32768 + RANDOM))}
+    echo "== tests (random order: GPUJOBS_TEST_SEED=$seed repeats it)"
+    .venv/bin/python -m pytest -q -p no:cacheprovider -p randomly --randomly-seed="$seed" "$@"
+}
+if [ "$stress" = 0 ]; then
+    run_tests "$@"
+    exit
+fi
+burners=()
+for _ in 1 2; do
+    "${BASH:-bash}" -c 'while :; do :; done' &
+    burners+=($!)
+done
+trap 'kill "${burners[@]}" 2>/dev/null || true' EXIT
+for round in 1 2 3; do
+    echo "== stress round $round of 3 (two CPU burners running)"
+    run_tests "$@"
+done
