@@ -103,7 +103,18 @@ class HubAuthenticator:
             raise NotAuthenticated("the hub does not accept this token (expired or revoked?)")
         if response.status_code != 200:
             raise DependencyUnavailable(f"JupyterHub answered {response.status_code}; try again in a moment")
-        model: dict[str, Any] = response.json()
+        try:
+            model = response.json()
+        except ValueError:
+            model = None
+        if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+            # A proxy's login page, a hub half up: not an identity, and not the caller's fault.
+            log.warning(
+                "JupyterHub's /user answer is not a user model (%s)", response.headers.get("content-type")
+            )
+            raise DependencyUnavailable(
+                "JupyterHub answered something that is not a user; try again in a moment"
+            )
         return model
 
     async def _lookup_user(self, name: str) -> dict[str, Any]:
@@ -120,5 +131,10 @@ class HubAuthenticator:
             return {}
         if response.status_code != 200:
             return {}
-        body = response.json()
-        return {key: body[key] for key in ("groups", "admin") if key in body}
+        try:
+            body = response.json()
+        except ValueError:
+            return {}
+        return (
+            {key: body[key] for key in ("groups", "admin") if key in body} if isinstance(body, dict) else {}
+        )
