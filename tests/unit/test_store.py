@@ -1,4 +1,5 @@
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,31 @@ def test_one_failing_write_spoils_nothing_else_in_its_batch(store: Store) -> Non
     results = asyncio.run(many())
     assert sum(isinstance(r, Exception) for r in results) == 1
     assert len(store.read_sync(lambda s: repo.list_jobs(s, limit=100))) == 50
+
+
+def test_a_duplicate_among_new_jobs_written_together_fails_alone(store: Store) -> None:
+    """New jobs queued while the writer is busy are inserted together in one statement; when one of
+    them is a duplicate, the rest are inserted one by one and only the duplicate fails."""
+    gate = threading.Event()
+
+    async def many() -> list:
+        blocker = asyncio.ensure_future(store.write(lambda _s: gate.wait(30)))
+        while store._writer.busy_since is None:  # the writer is inside the blocker's batch
+            await asyncio.sleep(0.01)
+        adds = [
+            asyncio.ensure_future(store.add_job(repo.new_job_values(**values(f"new{i}")))) for i in range(5)
+        ]
+        adds.append(asyncio.ensure_future(store.add_job(repo.new_job_values(**values("new2")))))  # again
+        await asyncio.sleep(0.1)  # all queued behind the blocker: one batch when it is done
+        gate.set()
+        await blocker
+        return await asyncio.gather(*adds, return_exceptions=True)
+
+    results = asyncio.run(many())
+    failed = [r for r in results if isinstance(r, Exception)]
+    assert len(failed) == 1 and results[-1] is failed[0]  # the later of the two new2
+    stored = {job.job_id for job in store.read_sync(lambda s: repo.list_jobs(s, limit=100))}
+    assert stored == {f"new{i}" for i in range(5)}
 
 
 def test_listing_is_newest_first_and_pages(store: Store) -> None:
