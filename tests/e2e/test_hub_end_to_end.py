@@ -8,12 +8,14 @@ their logs are there; bob cannot see them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
 import shutil
 import stat
 import subprocess
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -24,18 +26,34 @@ from helpers import wait_for
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def alice_server(hub: Hub, admin: httpx.Client) -> dict[str, str]:
-    hub.login("alice")
-    hub.login("bob")
-    response = admin.post("/users/alice/server")
+def start_server(hub: Hub, admin: httpx.Client, name: str) -> dict[str, str]:
+    """Log ``name`` in through the form and spawn their server; the environment it runs with."""
+    hub.login(name)
+    response = admin.post(f"/users/{name}/server")
     assert response.status_code in (201, 202), response.text
     wait_for(
-        lambda: admin.get("/users/alice").json()["servers"].get("", {}).get("ready"),
+        lambda: admin.get(f"/users/{name}").json()["servers"].get("", {}).get("ready"),
         timeout=120,
-        what="alice's server to be ready",
+        what=f"{name}'s server to be ready",
     )
-    return hub.user_server_env(admin, "alice")
+    return hub.user_server_env(admin, name)
+
+
+@pytest.fixture(scope="module")
+def alice_server(hub: Hub, admin: httpx.Client) -> dict[str, str]:
+    """Alice's server, left as the pre-spawn hook made it: tests that restart a server or plant files
+    in a home use users of their own."""
+    hub.login("bob")
+    return start_server(hub, admin, "alice")
+
+
+@pytest.fixture
+def own_server(hub: Hub, admin: httpx.Client, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A user of the test's own, with a running server (stopped afterwards)."""
+    name = "user-" + hashlib.sha256(request.node.name.encode()).hexdigest()[:6]  # the same every run
+    start_server(hub, admin, name)
+    yield name
+    admin.delete(f"/users/{name}/server")
 
 
 def test_the_hub_lists_the_service_and_serves_its_page(hub: Hub) -> None:
@@ -120,14 +138,15 @@ def restart_server(admin: httpx.Client, name: str) -> None:
     )
 
 
-def test_an_edited_notebook_is_never_overwritten(hub: Hub, admin: httpx.Client, alice_server) -> None:
-    notebook = hub.data_dir / "home" / "alice" / "k8s-gpu-integration-init.ipynb"
+def test_an_edited_notebook_is_never_overwritten(hub: Hub, admin: httpx.Client, own_server: str) -> None:
+    notebook = hub.data_dir / "home" / own_server / "k8s-gpu-integration-init.ipynb"
     notebook.write_text(notebook.read_text().replace("a short tour", "MY OWN NOTES"))
-    restart_server(admin, "alice")
+    restart_server(admin, own_server)
     assert "MY OWN NOTES" in notebook.read_text()
 
 
 def test_a_token_without_the_service_scope_is_refused(hub: Hub, admin: httpx.Client) -> None:
+    hub.login("bob")
     token = admin.post("/users/bob/tokens", json={"scopes": ["read:users:name!user=bob"]}).json()["token"]
     response = httpx.get(
         f"{hub.url}/services/gpujobs/api/k8s/jobs", headers={"Authorization": f"token {token}"}
@@ -166,11 +185,11 @@ def test_run_as_root_the_hub_gives_each_user_an_account_for_server_and_jobs(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the hub writes into homes as root only when run as root")
 def test_links_a_user_plants_in_their_home_never_turn_the_hubs_writes_onto_other_files(
-    hub: Hub, admin: httpx.Client, alice_server
+    hub: Hub, admin: httpx.Client, own_server: str
 ) -> None:
-    # What alice could do from her server: point the files the pre-spawn hook writes at files of root's.
-    home = hub.data_dir / "home" / "alice"
-    account = pwd.getpwnam("jupyter-alice")
+    # What a user could do from their server: point the files the pre-spawn hook writes at root's files.
+    home = hub.data_dir / "home" / own_server
+    account = pwd.getpwnam(f"jupyter-{own_server}")
     victim_dir = hub.data_dir.parent / "victim"
     victim_dir.mkdir(exist_ok=True)
     victim = victim_dir / "secret"
@@ -185,7 +204,7 @@ def test_links_a_user_plants_in_their_home_never_turn_the_hubs_writes_onto_other
             planted.unlink(missing_ok=True)
         planted.symlink_to(target)
         os.lchown(planted, account.pw_uid, account.pw_gid)
-    restart_server(admin, "alice")
+    restart_server(admin, own_server)
     assert victim.read_text() == "root's own\n"
     assert victim.stat().st_uid == 0 and victim_dir.stat().st_uid == 0
     assert sorted(p.name for p in victim_dir.iterdir()) == ["secret"]
