@@ -136,9 +136,12 @@ def test_priority_order_and_backfill_around_a_reservation(world, tmp_path) -> No
 
 def test_usage_report_by_user_group_and_type(world) -> None:
     frank = world("frank", groups=("staff",))
+    grace = world("grace", groups=("students",))
     admin = world("root-admin", admin=True)
     job = frank.submit_ok(**script("import time; time.sleep(0.5)", gpu_count=2, gpu_type="a100"))
+    other = grace.submit_ok(**script("print('t4')", gpu_count=1, gpu_type="t4"))
     frank.wait_status(job["job_id"], "completed")
+    grace.wait_status(other["job_id"], "completed")
     mine = frank.http.get("api/k8s/usage", params={"group_by": "user"}).json()["data"]
     assert [row["key"] for row in mine["rows"]] == ["frank"]
     row = mine["rows"][0]
@@ -147,14 +150,14 @@ def test_usage_report_by_user_group_and_type(world) -> None:
     by_group = frank.http.get("api/k8s/usage", params={"group_by": "group"}).json()["data"]["rows"]
     assert [r["key"] for r in by_group] == ["staff"]
     everyone = admin.http.get("api/k8s/usage", params={"group_by": "user"}).json()["data"]["rows"]
-    assert {"frank", "alice"} <= {r["key"] for r in everyone}
+    assert {"frank", "grace"} <= {r["key"] for r in everyone}
     by_type = admin.http.get("api/k8s/usage", params={"group_by": "gpu_type"}).json()["data"]["rows"]
     assert "a100-80gb" in {r["key"] for r in by_type}
     report = admin.http.get("api/k8s/usage", params={"group_by": "user", "format": "csv"})
     assert report.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(report.text)))
     assert rows[0] == ["user", "jobs", "gpu_seconds", "gpu_hours", "cpu_seconds", "cost"]
-    assert frank.http.get("api/k8s/usage", params={"user": "alice"}).status_code == 403
+    assert frank.http.get("api/k8s/usage", params={"user": "grace"}).status_code == 403
     bad = frank.http.get("api/k8s/usage", params={"from": "2030-01-01T00:00:00", "to": "2020-01-01T00:00:00"})
     assert bad.status_code == 422
     assert frank.http.get("api/k8s/usage", params={"group_by": "planet"}).status_code == 422
