@@ -31,7 +31,23 @@ fi
 run_tests() {
     local seed=${GPUJOBS_TEST_SEED:-$((RANDOM * 32768 + RANDOM))}
     echo "== tests (random order: GPUJOBS_TEST_SEED=$seed repeats it)"
-    .venv/bin/python -m pytest -q -p no:cacheprovider -p randomly --randomly-seed="$seed" "$@"
+    if [ $# -gt 0 ]; then  # a part of the suite: no coverage figures (they would mean nothing)
+        .venv/bin/python -m pytest -q -p no:cacheprovider -p randomly --randomly-seed="$seed" "$@"
+        return
+    fi
+    # The whole suite, measured: the service and hub subprocesses too (pyproject's [tool.coverage]).
+    rm -f .coverage .coverage.*
+    .venv/bin/python -m pytest -q -p no:cacheprovider -p randomly --randomly-seed="$seed" \
+        --cov --cov-report= --cov-fail-under=0
+    .venv/bin/python -m coverage json -q -o .coverage.json
+    .venv/bin/python - <<'PY'
+import json
+totals = json.load(open(".coverage.json"))["totals"]
+lines, branches = totals["percent_statements_covered"], totals["percent_branches_covered"]
+print(f"== coverage of src/gpujobs: lines {lines:.1f} %, branches {branches:.1f} % (floor: 88 / 81; aim: 92 / 85)")
+if lines < 88 or branches < 81:
+    raise SystemExit("coverage fell below its floor")
+PY
 }
 if [ "$stress" = 0 ]; then
     run_tests "$@"

@@ -160,6 +160,12 @@ REPO = Path(__file__).resolve().parents[1]
 SERVICE_TOKEN = "fake-cluster-token"  # what the kubeconfig of the simulated cluster gives the service
 
 
+def kubernetes_service_args(cluster: Any, folder: Path, namespace: str = "gpujobs") -> list[str]:
+    """``gpujobs serve`` arguments for the Kubernetes executor against a simulated cluster."""
+    kubeconfig = cluster.write_kubeconfig(folder / "kubeconfig", namespace=namespace)
+    return ["--executor", "kubernetes", "--kubeconfig", str(kubeconfig)]
+
+
 def rbac_grants(path: Path) -> set[tuple[str, str, str | None]]:
     """(resource, verb, namespace) the Roles and ClusterRoles in a manifest grant; namespace None for a
     ClusterRole (every namespace, and cluster-scoped resources)."""

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from builders import stored_job
 from gpujobs.executors.kubernetes.manifests import (
     JobTemplate,
     job_manifest,
@@ -23,7 +23,6 @@ from gpujobs.executors.kubernetes.manifests import (
 )
 from gpujobs.executors.kubernetes.nodes import kube_node
 from gpujobs.gputypes import satisfies
-from gpujobs.store.repository import new_job_values, record_of
 from gpujobs.testing.fakekube.api import Faults
 from gpujobs.testing.fakekube.server import FakeCluster
 from helpers import pid_alive, wait_for
@@ -73,24 +72,7 @@ def submit(api: httpx.Client, code: str, **spec: Any) -> tuple[str, dict]:
     """Create the script ConfigMap and the Job as the executor will: Job first, then the owned ConfigMap."""
     job_id = f"{next(counter):016x}"
     spec = {"name": "t", "script": code, **spec}
-    gpus = spec.get("gpu_count", 0)
-    record = record_of(
-        1,
-        new_job_values(
-            job_id=job_id,
-            user="alice",
-            groups=[],
-            name="t",
-            priority="normal",
-            gpu_required=bool(gpus),
-            gpu_count=gpus,
-            gpu_type=spec.get("gpu_type", "any"),
-            cpu_request=0.0,
-            spec=spec,
-            created_at=datetime.now(timezone.utc),
-            timeout_seconds=spec.get("timeout_seconds"),
-        ),
-    )
+    record = stored_job(job_id, spec_fields=spec)
     nodes = [kube_node(n) for n in api.get("/api/v1/nodes").json()["items"]]
     manifest = job_manifest(record, TEMPLATE, placement_for(record.gpu_type, nodes, satisfies=satisfies))
     created = api.post(JOBS, json=manifest)

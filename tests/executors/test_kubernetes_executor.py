@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gpujobs.testing.fakekube.server import FakeCluster
-from helpers import Api, pid_alive, script, tiny_wheel_folder, wait_for
+from helpers import Api, kubernetes_service_args, pid_alive, script, tiny_wheel_folder, wait_for
 
 WAIT_FOR_FILE = "import os, time\nwhile not os.path.exists({path!r}):\n    time.sleep(0.02)\n"
 
@@ -27,8 +27,7 @@ def cluster(tmp_path_factory) -> FakeCluster:
 
 @pytest.fixture(scope="module")
 def service_args(cluster: FakeCluster, tmp_path_factory) -> list[str]:
-    kubeconfig = cluster.write_kubeconfig(tmp_path_factory.mktemp("kc") / "config", namespace="gpujobs")
-    return ["--executor", "kubernetes", "--kubeconfig", str(kubeconfig)]
+    return kubernetes_service_args(cluster, tmp_path_factory.mktemp("kc"))
 
 
 @pytest.fixture(scope="module")

@@ -241,13 +241,13 @@ class KubernetesExecutor(Executor):
                     version = await self._list(kind)
                     self.wake()  # a new list may show ends and starts the watch missed
                 async with (
-                    asyncio.timeout(self.freshness.deadline(name)) as silence,
+                    asyncio.timeout_at(self._silence_deadline(name)) as silence,
                     contextlib.aclosing(self._open_watch(kind, version)) as stream,  # type: ignore[type-var]
                 ):
                     async for change, item in stream:
                         version = (item.metadata.resourceVersion if item.metadata else None) or version
                         self.freshness.heard(name, time.monotonic(), time.time())
-                        silence.reschedule(self.freshness.deadline(name))
+                        silence.reschedule(self._silence_deadline(name))
                         delay = WATCH_RETRY_FIRST
                         if change == "BOOKMARK":
                             continue
@@ -277,6 +277,13 @@ class KubernetesExecutor(Executor):
                 self.freshness.lost(name, time.monotonic(), fault.message)
                 await asyncio.sleep(max(delay, fault.retry_after or 0.0))
                 delay = min(delay * 2, WATCH_RETRY_LONGEST)
+
+    def _silence_deadline(self, kind: str) -> float | None:
+        """When the watch of ``kind`` must have heard something, on the event loop's clock."""
+        deadline = self.freshness.deadline(kind)
+        if deadline is None:
+            return None
+        return asyncio.get_running_loop().time() + (deadline - time.monotonic())
 
     def inventory(self) -> Inventory:
         return self.cache.inventory()

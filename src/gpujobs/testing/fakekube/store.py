@@ -180,6 +180,6 @@ class Store:
         return obj
 
     def compact(self) -> None:
-        """Forget the event history (the next watch from an old resourceVersion gets 410)."""
+        """Forget the event history: a watch from before now gets 410 (one from now misses nothing)."""
         self.events = []
-        self.compacted_before = self.rv + 1
+        self.compacted_before = self.rv
