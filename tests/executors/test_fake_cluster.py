@@ -154,9 +154,18 @@ def test_active_deadline_kills_the_job(api: httpx.Client, tmp_path: Path) -> Non
     )
     condition = wait_for(lambda: (c := job_condition(api, name)) and c, what="the deadline")
     assert condition["reason"] == "DeadlineExceeded"
+    # Its process is killed, or (on a busy machine, the deadline passing before the pod started) never
+    # starts at all: either way nothing of it runs, now or later.
     wait_for(
-        lambda: pid_file.exists() and not pid_alive(int(pid_file.read_text())), what="the process to die"
+        lambda: all(p["status"].get("phase") in ("Succeeded", "Failed") for p in pods_of(api, name)),
+        what="its pod to end",
     )
+    wait_for(
+        lambda: not pid_file.exists() or (pid_file.read_text() and not pid_alive(int(pid_file.read_text()))),
+        what="the process to die",
+    )
+    time.sleep(1)  # a container that was about to start would have started by now...
+    assert not pid_file.exists() or not pid_alive(int(pid_file.read_text()))  # ...and is dead
 
 
 def test_memory_limit_is_an_oom_kill(api: httpx.Client) -> None:

@@ -270,8 +270,11 @@ class KubernetesExecutor(Executor):
                     continue
                 fault = _fault_of(exc)
                 version = None
-                if fault.verdict is Verdict.GONE:  # history compacted: list again at once
+                if fault.verdict is Verdict.GONE:  # history compacted: list again (at once, the first time)
                     log.info("watch of %ss: history compacted, listing again", name)
+                    if delay > WATCH_RETRY_FIRST:  # again, with no event between: not a hot loop
+                        await asyncio.sleep(delay)
+                    delay = min(delay * 2, WATCH_RETRY_LONGEST)
                     continue
                 log.warning("watch of %ss failed (%s); listing again in %.1f s", name, fault.message, delay)
                 self.freshness.lost(name, time.monotonic(), fault.message)

@@ -90,6 +90,7 @@ class Simulator:
         self.tick = tick
         self.grace = grace_seconds
         self.processes: dict[str, asyncio.subprocess.Process] = {}  # pod uid → its running container
+        self.killed: set[str] = set()  # pods being terminated: no container of theirs starts any more
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.mount_retry_seconds = mount_retry_seconds
         self.unmountable_claims: set[str] = set()  # claims whose volumes never mount (tests set them)
@@ -472,6 +473,9 @@ class Simulator:
         cwd = self._translate(container.get("workingDir", ""), mounts) or str(self.sandbox(pod))
         Path(cwd).mkdir(parents=True, exist_ok=True)
         log_path = self.sandbox(pod) / f"{container['name']}.log"
+        uid = pod["metadata"]["uid"]
+        if uid in self.killed:  # terminated before this container started (a deadline, a delete)
+            return 137, "Error"
         with open(log_path, "ab") as log:
             try:
                 process = await asyncio.create_subprocess_exec(
@@ -486,7 +490,10 @@ class Simulator:
             except OSError as exc:
                 log.write(f"failed to start: {exc}\n".encode())
                 return 128, "StartError"
-        self.processes[pod["metadata"]["uid"]] = process
+        self.processes[uid] = process
+        if uid in self.killed:  # terminated while it was being started
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         limit = container.get("resources", {}).get("limits", {}).get("memory")
         limit_bytes = parse_memory(str(limit)) if limit else None
         oom = False
@@ -643,6 +650,7 @@ class Simulator:
 
     async def kill_pod(self, pod: Mapping[str, Any]) -> None:
         """SIGTERM the pod's process group, SIGKILL after the grace period, and mark the pod failed."""
+        self.killed.add(pod["metadata"]["uid"])
         process = self.processes.get(pod["metadata"]["uid"])
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
