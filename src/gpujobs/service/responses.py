@@ -42,7 +42,10 @@ def envelope(
     else:
         body = json.dumps(data, default=str).encode()
     tail = json.dumps({"message": message, "timestamp": _now()})[1:]
-    content = b'{"success":' + (b"true" if success else b"false") + b',"data":' + body + b"," + tail.encode()
+    # One join, one copy: ``body`` may be a 5 MB gpu-status answer, asked for many times a second.
+    content = b"".join(
+        (b'{"success":', b"true" if success else b"false", b',"data":', body, b",", tail.encode())
+    )
     return Response(content=content, status_code=status, media_type=_JSON, headers=headers)
 
 
