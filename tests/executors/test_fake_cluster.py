@@ -684,3 +684,39 @@ def test_a_pod_waiting_for_its_configmap_is_container_creating_with_a_failed_mou
     assert api.post(f"/api/v1/namespaces/{NS}/configmaps", json={"metadata": {"name": configmap}}).is_success
     wait_for(lambda: _job_condition(api, name) == "Complete", what="the job to run once mounted")
     assert api.get(f"/api/v1/namespaces/{NS}/pods/{pod_name}/log").text == "mounted\n"
+
+
+def test_watches_their_clients_abandon_leave_the_cluster_answering(small: FakeCluster) -> None:
+    """Clients that drop their watches mid-wait (a service killed, a read timeout) must not leave the
+    server's change signal held: every write and every later watch would then hang."""
+    path = "/api/v1/namespaces/default/configmaps"
+
+    def abandon_watches(rounds: int) -> None:
+        for _ in range(rounds):
+            # The read timeout ends the request while the server waits for a change.
+            timeout = httpx.Timeout(5, read=0.05)
+            with (
+                httpx.Client(base_url=small.url, timeout=timeout) as client,
+                pytest.raises(httpx.ReadTimeout),
+            ):
+                read_watch(client, path, timeoutSeconds="30")
+
+    threads = [threading.Thread(target=abandon_watches, args=(25,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    with httpx.Client(base_url=small.url, timeout=10) as client:
+        for n in range(60):  # writes wake the waiting watches while their clients go away
+            name = unique(f"abandoned-{n}")
+            assert client.post(path, json={"metadata": {"name": name}}).status_code == 201
+    for thread in threads:
+        thread.join()
+    with httpx.Client(base_url=small.url, timeout=10) as client:
+        label = unique("after")
+        assert small.store is not None
+        since = str(small.store.rv)  # from before the write below, however late the reader connects
+        params = {"watch": "1", "resourceVersion": since, "labelSelector": f"test={label}"}
+        watch = Reader(client, path, {**params, "timeoutSeconds": "3"})
+        made = client.post(path, json={"metadata": {"name": label, "labels": {"test": label}}})
+        assert made.status_code == 201
+        wait_for(watch.ended.is_set, what="the watch opened afterwards to end at its timeout")
+        assert watch.error is None and watch.types() == ["ADDED"]

@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -17,16 +15,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def worker(rank: int, world_size: int, port: int, steps: int, use_cuda: bool) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def worker(rank: int, world_size: int, store_port: int, steps: int, use_cuda: bool) -> None:
     backend = "nccl" if use_cuda else "gloo"
-    dist.init_process_group(backend, rank=rank, world_size=world_size)
+    store = dist.TCPStore("127.0.0.1", store_port, is_master=False)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
     device = torch.device("cuda", rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
@@ -53,6 +45,7 @@ def worker(rank: int, world_size: int, port: int, steps: int, use_cuda: bool) ->
     dist.all_reduce(gathered, op=dist.ReduceOp.SUM)
     in_sync = abs(gathered.item() / world_size - checksum.item()) < 1e-4
     print(f"rank {rank}/{world_size} on {device}: weights in sync = {in_sync}", flush=True)
+    dist.barrier()  # no rank tears down its connections while another still uses them
     dist.destroy_process_group()
     if not in_sync:
         raise SystemExit(1)
@@ -66,7 +59,11 @@ def main() -> None:
     use_cuda = torch.cuda.is_available() and torch.cuda.device_count() > 0
     world_size = torch.cuda.device_count() if use_cuda else options.processes
     print(f"DDP with {world_size} process(es), backend {'nccl' if use_cuda else 'gloo'}", flush=True)
-    mp.spawn(worker, args=(world_size, free_port(), options.steps, use_cuda), nprocs=world_size, join=True)
+    # The rendezvous store lives in this process, so it outlasts every worker: a rank that finishes
+    # first cannot take it away from one still shutting down (a rank hosting it could, and the other
+    # then aborted).  Port 0: the system picks a free one, with no window for another program to take it.
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    mp.spawn(worker, args=(world_size, store.port, options.steps, use_cuda), nprocs=world_size, join=True)
     print("distributed training finished")
 
 

@@ -491,9 +491,7 @@ def build_app(
             if now >= deadline:
                 return
             wake = min(deadline, next_bookmark, deadline if last_bookmark_sent else last_bookmark_at)
-            async with store.changed:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(store.changed.wait(), timeout=max(0.0, min(0.5, wake - now)))
+            await store.wait_for_change(after=position, timeout=max(0.0, min(0.5, wake - now)))
 
     async def pod_log(request: Request, namespace: str, name: str) -> Response:
         pod = store.get("Pod", namespace, name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import copy
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -52,7 +53,10 @@ class Store:
     max_events: int = 100_000
 
     def __post_init__(self) -> None:
-        self.changed = asyncio.Condition()
+        # One Event per change, swapped when it fires: a waiter holds no lock, so one cancelled mid-wait
+        # (a watch whose client went away) cannot leave others stuck.  An asyncio.Condition waited on
+        # with wait_for could: its lock was left held or released twice, and every write then hung.
+        self._changed = asyncio.Event()
         self._pods_by_node: dict[str, set[Key]] = {}
         self._sorted: dict[str, tuple[int, Sequence[Key]]] = {}  # kind → (rv, its keys sorted)
 
@@ -114,8 +118,15 @@ class Store:
             dropped = self.events[: len(self.events) - self.max_events]
             self.events = self.events[len(dropped) :]
             self.compacted_before = dropped[-1].rv + 1
-        async with self.changed:
-            self.changed.notify_all()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_for_change(self, after: int, timeout: float) -> None:
+        """Return once the store is past resourceVersion ``after``, or when ``timeout`` passes."""
+        if self.rv > after:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout=timeout)
 
     def _put(self, kind: str, key: Key, obj: dict[str, Any] | None) -> None:
         of_kind = self.objects.setdefault(kind, {})
