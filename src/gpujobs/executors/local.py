@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,16 @@ KILL_MARGIN_SECONDS = 1.0
 ACCOUNT_ANSWER_SECONDS = 10.0
 ACCOUNT_ANSWERS_KEPT = 10_000
 RUNNER_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+# Passed on from the service's environment: a coverage run of the tests measures the runners too.
+_RUNNER_PASSES_ON = ("COVERAGE_PROCESS_CONFIG",)
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def runner_environment(service_environment: Mapping[str, str]) -> dict[str, str]:
+    """Not the service's environment (it holds the hub token): the runner sets the job's own from
+    launch.json."""
+    passed = {name: service_environment[name] for name in _RUNNER_PASSES_ON if name in service_environment}
+    return {**RUNNER_ENVIRONMENT, **passed}
 
 
 def resolve_python(configured: str | None) -> str:
@@ -379,8 +388,7 @@ class LocalExecutor(Executor):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
-                # Not the service's environment (its hub token): the runner sets the job's from launch.json.
-                env=RUNNER_ENVIRONMENT,
+                env=runner_environment(os.environ),
             )
         finally:
             if job_dir:

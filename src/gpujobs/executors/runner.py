@@ -36,6 +36,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+if not __package__ and os.environ.get("COVERAGE_PROCESS_CONFIG"):  # pragma: no cover - measuring
+    # Run as a script with -S, site-packages and coverage's start-up hook are skipped: load them when
+    # the test suite measures, so this process is measured too.  Only the service's environment can
+    # ask for it (local.runner_environment).
+    import site
+
+    site.main()
+
 POLL = 0.05
 
 if __package__:
