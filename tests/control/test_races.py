@@ -378,3 +378,26 @@ async def test_nothing_is_admitted_onto_a_stale_view_and_everyone_is_told(harnes
         assert (await h.status(job))["status"] == "running"
         assert (await h.alice.get("api/k8s/gpu-status")).json()["data"]["stale"] is False
         assert (await h.alice.get("healthz")).json()["data"]["status"] == "ok"
+
+
+async def test_a_cancel_that_comes_after_the_code_ended_is_kept_and_says_the_code_finished(
+    harness, tmp_path: Path
+) -> None:
+    executor = FakeExecutor(tmp_path / "logs", gpus=2)
+    async with harness(executor) as h:
+        late, stopped = await h.submit(h.alice, **ONE_GPU), await h.submit(h.bob, **ONE_GPU)
+        await h.step(2)
+        assert {(await h.status(job))["status"] for job in (late, stopped)} == {"running"}
+        executor.finish(late)  # its code ends; the next look would see it
+        for client, job in ((h.alice, late), (h.bob, stopped)):
+            answer = await client.post(f"api/k8s/job/{job}/cancel")
+            assert answer.status_code == 200 and answer.json()["data"]["status"] == "cancelled"
+        await h.reconcile(2)
+        assert stopped in executor.stops
+        late_view, stopped_view = await h.status(late), await h.status(stopped)
+        assert late_view["status"] == stopped_view["status"] == "cancelled"  # the wish stands
+        assert late_view["message"] == (
+            "cancelled by alice; its code had already finished (exit code 0) before the stop reached it"
+        )
+        assert stopped_view["message"] == "cancelled by bob"  # the stop ended it: nothing to add
+        assert h.rt.live.holding() == []

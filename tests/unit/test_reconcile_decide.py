@@ -11,6 +11,7 @@ from builders import stored_job
 from gpujobs.executors.base import ABSENT, STARTING, Observation, Phase
 from gpujobs.models import JobStatus
 from gpujobs.reconciler import Action, decide
+from gpujobs.reconciler.decide import ended_before_the_stop
 from gpujobs.store.records import JobRecord
 
 NOW = datetime(2026, 11, 30, tzinfo=timezone.utc)
@@ -73,3 +74,24 @@ def test_news_from_the_executor_is_recorded_once() -> None:
     retried = Observation(Phase.RUNNING, attempts=2, message="attempt 2 started; attempt 1 ended (Evicted)")
     step = decide(job(JobStatus.RUNNING, attempts=1), retried)
     assert (step.action, step.message) == (Action.NEWS, retried.message)
+
+
+@pytest.mark.parametrize(
+    ("seen", "note"),
+    [
+        (ENDED, "its code had already finished (exit code 0) before the stop reached it"),
+        (
+            Observation(Phase.ENDED, JobStatus.FAILED, reason="NonZeroExit", exit_code=3),
+            "its code had already ended by itself (exit code 3) before the stop reached it",
+        ),
+        (Observation(Phase.ENDED, JobStatus.CANCELLED, reason="Cancelled", exit_code=143), None),  # stopped
+        (LOST, None),  # nothing known of how it ended
+        (ABSENT, None),  # it never ran
+    ],
+)
+def test_a_cancelled_job_whose_code_ended_first_says_so_when_released(seen: Observation, note) -> None:
+    cancelled = job(JobStatus.CANCELLED, holding=True)
+    assert decide(cancelled, seen).action is Action.RELEASE
+    assert ended_before_the_stop(cancelled, seen) == note
+    # Only a cancel is told apart: a job that ended by itself carries its own end already.
+    assert ended_before_the_stop(job(JobStatus.FAILED, holding=True), seen) is None

@@ -297,8 +297,9 @@ class Runner:
         while True:
             try:
                 process.wait(timeout=POLL)
-                # Ended by the stop gpujobs sent the whole job (a cancel): say so, not "Signaled".
-                return "Cancelled" if self.cancel_requested() else None
+                # Ended by the stop gpujobs sent the whole job (a cancel): say so, not "Signaled".  A
+                # job that ended by itself before any stop was sent ended as it did, cancel or not.
+                return "Cancelled" if self.term_sent else None
             except subprocess.TimeoutExpired:
                 pass
             reap_orphans(process.pid)

@@ -13,7 +13,8 @@ pending / running      running             RECORD_RUNNING (once), news about att
 pending / running      ended               RECORD_END (collect what outlives the job first)
 running                absent              RECORD_END as Lost: nothing of it is left to ask
 ended, still holding   starting / running  STOP (repeated each pass: the executor escalates)
-ended, still holding   ended / absent      RELEASE: its GPUs are free from now on
+ended, still holding   ended / absent      RELEASE: its GPUs are free from now on (a job cancelled
+                                           whose code ended by itself first says so)
 =====================  ==================  ==============================================================
 """
 
@@ -75,3 +76,16 @@ def decide(job: JobRecord, seen: Observation | None) -> Step:
     if seen.attempts is not None and seen.attempts > job.attempts and job.status is JobStatus.RUNNING:
         return Step(Action.NEWS, seen, seen.message or job.message)
     return NOTHING
+
+
+def ended_before_the_stop(job: JobRecord, seen: Observation) -> str | None:
+    """What a cancelled job's record must add when its code ended by itself before the stop reached it
+    (a cancel is recorded at once, the stop follows): a user must not take "cancelled" to mean its
+    outputs are partial when the code ran to its end.  None when the stop ended it, or nothing ran."""
+    if job.status is not JobStatus.CANCELLED or seen.phase is not Phase.ENDED:
+        return None
+    if seen.status is JobStatus.COMPLETED:
+        return "its code had already finished (exit code 0) before the stop reached it"
+    if seen.status is JobStatus.FAILED and seen.exit_code is not None and seen.reason != "Lost":
+        return f"its code had already ended by itself (exit code {seen.exit_code}) before the stop reached it"
+    return None

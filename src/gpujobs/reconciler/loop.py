@@ -31,7 +31,7 @@ from ..store import Store
 from ..store import repository as repo
 from ..store.live import LiveJobs
 from ..store.records import JobRecord
-from .decide import Action, Step, decide
+from .decide import Action, Step, decide, ended_before_the_stop
 from .endings import ending, remember_usage
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class Reconciler:
             elif step.action is Action.STOP:
                 await self.executor.stop(job)
             elif step.action is Action.RELEASE:
-                await self._release(job)
+                await self._release(job, step.observation)
         except asyncio.CancelledError:
             raise
         except (IllegalTransition, JobNotFound) as exc:
@@ -308,9 +308,11 @@ class Reconciler:
             fields["attempts"] = step.observation.attempts
         await self.store.write(lambda s: repo.update_fields(s, job.job_id, while_status=job.status, **fields))
 
-    async def _release(self, job: JobRecord) -> None:
+    async def _release(self, job: JobRecord, seen: Observation | None) -> None:
         await self.executor.collect(job)
-        released = await self.store.write(lambda s: repo.release(s, job.job_id))
+        note = ended_before_the_stop(job, seen) if seen is not None else None
+        message = f"{job.message}; {note}" if note and job.message else note
+        released = await self.store.write(lambda s: repo.release(s, job.job_id, message=message))
         if released is not None:
             self.on_release()
 

@@ -223,13 +223,15 @@ def transition(session: Session, job_id: str, to: JobStatus, **fields: Any) -> J
     return change(session, job_id, to, **fields).after
 
 
-def release(session: Session, job_id: str) -> JobRecord | None:
-    """The executor confirmed that nothing of an ended job runs any more: its node and GPUs are free.
-    None when it held nothing (already released)."""
+def release(session: Session, job_id: str, *, message: str | None = None) -> JobRecord | None:
+    """The executor confirmed that nothing of an ended job runs any more: its node and GPUs are free
+    (``message``, when given, replaces the job's).  None when it held nothing (already released)."""
     row = _locked_row(session, job_id)
     if row is None or not row.holding or not JobStatus(row.status).is_terminal():
         return None
     row.holding = False
+    if message is not None:
+        row.message = message
     session.flush()
     return changed(session, to_record(row))
 
