@@ -35,6 +35,12 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="bind address when not run by JupyterHub")
     parser.add_argument("--port", type=int, default=None, help="port when not run by JupyterHub")
     parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--local-user",
+        default=None,
+        metavar="NAME",
+        help="without a hub: the one user it serves (default: this account; needed as root)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +130,7 @@ def _serve(options: argparse.Namespace) -> int:
         port=options.port,
         log_level=options.log_level,
         kubeconfig=options.kubeconfig,
+        local_user=options.local_user,
     )
 
 

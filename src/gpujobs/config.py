@@ -18,6 +18,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, fiel
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import InvalidSpec
+from .localaccess import default_data_dir
 from .quotas import QuotasConfig
 
 
@@ -32,10 +33,7 @@ class PoolConfig(BaseModel):
 
 
 def _default_data_dir() -> Path:
-    if os.geteuid() == 0:  # jobs run as other accounts and must pass through it: not under /root
-        return Path("/var/lib/gpujobs")
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "gpujobs"
+    return default_data_dir(os.environ)
 
 
 StrList = Annotated[list[str], NoDecode]
@@ -178,6 +176,11 @@ class Settings(BaseSettings):
     schedule_interval_seconds: float = 2.0
     log_level: str = "info"
 
+    local_user: str | None = Field(
+        None,
+        description="Without a hub (no hub_api_url): the one user, whose token the service keeps in the "
+        "data dir; the service's own account by default.  Required when the service runs as root.",
+    )
     hub_api_url: str | None = Field(None, validation_alias=AliasChoices("JUPYTERHUB_API_URL", "hub_api_url"))
     hub_api_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("JUPYTERHUB_API_TOKEN", "hub_api_token")
@@ -269,6 +272,11 @@ class Settings(BaseSettings):
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'gpujobs.sqlite'}"
+
+    @property
+    def single_machine(self) -> bool:
+        """No hub: one local user with a token from the data dir (``localaccess``)."""
+        return not self.hub_api_url
 
     @property
     def jobs_dir(self) -> Path:

@@ -26,6 +26,8 @@ from typing import Any, TextIO
 
 import httpx
 
+from ..localaccess import read_local_access
+
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 # Seconds to wait before each new attempt at a submission; four retries, under 4 s in all: long enough
@@ -89,7 +91,9 @@ class Client:
 
     Args:
         url: the service's base URL (``http://hub:8000/services/gpujobs/``); from the environment if None.
-        token: a JupyterHub API token; ``GPUJOBS_TOKEN`` or ``JUPYTERHUB_API_TOKEN`` if None.
+        token: a JupyterHub API token; ``GPUJOBS_TOKEN`` or ``JUPYTERHUB_API_TOKEN`` if None.  Without
+            either, a service without a hub on this machine (``gpujobs serve``) is found through what
+            it keeps in its data dir (``GPUJOBS_DATA_DIR``, or the default one).
         timeout: seconds for each request (log follows are not limited).
         submit_retry_delays: seconds to wait before each retry of a submission that could not reach
             the service or got a 5xx answer; its length is the number of retries (``()``: none).
@@ -108,13 +112,24 @@ class Client:
     ) -> None:
         env = os.environ if env is None else env
         url = url or _service_url_from_env(env)
+        token = token or env.get("GPUJOBS_TOKEN") or env.get("JUPYTERHUB_API_TOKEN")
+        if not url or not token:
+            # A service without a hub on this machine leaves its address and its user's token in its
+            # data dir; its token is only ever sent to its own address.
+            local = read_local_access(env)
+            if local is not None and (not url or url.rstrip("/") == local.url.rstrip("/")):
+                url, token = url or local.url, token or local.token
         if not url:
             raise ApiError(
-                0, "no gpujobs URL: set GPUJOBS_URL (e.g. http://127.0.0.1:8000/services/gpujobs/)"
+                0,
+                "no gpujobs URL: set GPUJOBS_URL (e.g. http://127.0.0.1:8000/services/gpujobs/), or start "
+                "`gpujobs serve` on this machine (it leaves its address in its data dir)",
             )
-        token = token or env.get("GPUJOBS_TOKEN") or env.get("JUPYTERHUB_API_TOKEN")
         if not token:
-            raise ApiError(0, "no token: set JUPYTERHUB_API_TOKEN (a JupyterHub API token)")
+            raise ApiError(
+                0,
+                "no token: set JUPYTERHUB_API_TOKEN (a JupyterHub API token: the hub's Token page makes one)",
+            )
         self.url = url.rstrip("/") + "/"
         self._env = env
         self._submit_retry_delays = tuple(submit_retry_delays)

@@ -84,6 +84,10 @@ def _check_unprivileged(entry: pwd.struct_passwd, what: str, settings: Settings)
         )
 
 
+def _local_name(settings: Settings, euid: int) -> str:
+    return settings.local_user or pwd.getpwuid(euid).pw_name
+
+
 def account_name(settings: Settings, username: str) -> str:
     return system_account_name(settings.job_account_template, username)
 
@@ -93,7 +97,10 @@ def find_account(settings: Settings, username: str, *, euid: int | None = None) 
     ``Forbidden`` (with the reason, for the user and the operator) when no allowed account exists."""
     euid = os.geteuid() if euid is None else euid
     if euid != 0:
-        if settings.jobs_as_service_account:
+        # Without a hub, an ordinary account's service serves that account alone: its jobs are its own.
+        if settings.jobs_as_service_account or (
+            settings.single_machine and username == _local_name(settings, euid)
+        ):
             return None
         raise Forbidden(
             "gpujobs runs as an unprivileged account and cannot run jobs under their users' own accounts; "

@@ -25,7 +25,7 @@ env = os.environ.get
 data_dir = Path(env("GPUJOBS_HUB_DATA_DIR", "gpujobs-hub-data")).resolve()
 ip = env("GPUJOBS_HUB_IP", "127.0.0.1")
 port = int(env("GPUJOBS_HUB_PORT", "8000"))
-service_port = int(env("GPUJOBS_HUB_SERVICE_PORT", "8765"))
+service_port = int(env("GPUJOBS_HUB_SERVICE_PORT", "8766"))  # `gpujobs serve` alone keeps 8765
 public_url = f"http://{ip}:{port}"
 homes = data_dir / "home"
 accounts = os.geteuid() == 0

@@ -19,6 +19,7 @@ from ..config import Settings
 from ..datadir import protect_data_dir
 from ..errors import GpujobsError
 from ..executors.base import Executor
+from ..localaccess import ACCESS_FILE
 from ..models import JobSpec
 from ..reconciler import Reconciler
 from ..scheduler.loop import SchedulerLoop
@@ -26,9 +27,10 @@ from ..store import Store
 from ..store.live import LiveJobs
 from .audit import AuditLog
 from .audit_routes import router as audit_router
-from .auth import HubAuthenticator
+from .auth import Authenticator, HubAuthenticator, LocalAuthenticator
 from .health import DataDirLock, LoopLag, Maintenance
 from .jobs import JobService
+from .localmode import how_to_use, prepare_local_access
 from .metrics import Metrics
 from .responses import BodyLimit, on_domain_error, on_http_error, on_unexpected, on_validation_error
 from .routes import router
@@ -64,6 +66,11 @@ def create_app(
         lock.acquire()
         store = Store(settings.database)
         hub_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+        auth: Authenticator = HubAuthenticator(settings, hub_client)
+        if settings.single_machine:  # after the data dir's lock: a second service changes nothing
+            access, access_file = prepare_local_access(settings), settings.data_dir / ACCESS_FILE
+            auth = LocalAuthenticator(access, access_file, settings)
+            print(how_to_use(access, str(access_file)), flush=True)
         live = LiveJobs()
         await live.attach(store)
         executor = executor_factory(settings)
@@ -88,7 +95,7 @@ def create_app(
             scheduler=scheduler,
             reconciler=reconciler,
             jobs=jobs,
-            auth=HubAuthenticator(settings, hub_client),
+            auth=auth,
             metrics=Metrics(),
             version=__version__,
             lag=lag,

@@ -1,4 +1,5 @@
-"""Who is calling: a JupyterHub token, checked against the hub's API and cached for a while.
+"""Who is calling: a JupyterHub token, checked against the hub's API and cached for a while (or,
+without a hub, the one local user's token: ``LocalAuthenticator``).
 
 Like JupyterHub's own ``HubAuth``: the caller's token goes to ``GET {hub}/user`` and the answer (the
 user model with the token's scopes) is cached under a hash of the token.  Tokens are read from the
@@ -8,10 +9,12 @@ user model with the token's scopes) is cached under a hash of the token.  Tokens
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -19,6 +22,7 @@ from jupyterhub.services.auth import check_scopes
 
 from ..config import Settings
 from ..errors import DependencyUnavailable, Forbidden, NotAuthenticated
+from ..localaccess import LocalAccess
 
 log = logging.getLogger(__name__)
 _MAX_CACHED = 10_000
@@ -45,6 +49,31 @@ def token_from_header(value: str | None) -> str:
     if len(token) > MAX_TOKEN_LENGTH:  # not one the hub gave out; not worth asking it
         raise NotAuthenticated("the token is not a JupyterHub token (too long)")
     return token.strip()
+
+
+class Authenticator(Protocol):
+    async def user_for_token(self, token: str) -> HubUser: ...
+
+
+class LocalAuthenticator:
+    """Single-machine mode (no hub): one user, whose token the service keeps in its data dir."""
+
+    def __init__(self, access: LocalAccess, access_file: Path, settings: Settings) -> None:
+        self._token = access.token.encode()
+        self._user = HubUser(
+            name=access.user,
+            admin=True,  # the machine's one user sees and may cancel everything on it
+            scopes=frozenset({f"access:services!service={settings.service_name}"}),
+        )
+        self._where = access_file
+
+    async def user_for_token(self, token: str) -> HubUser:
+        if hmac.compare_digest(token.encode(), self._token):
+            return self._user
+        raise NotAuthenticated(
+            f"this gpujobs runs without a hub and takes only the token kept in {self._where} "
+            "(the gpujobs CLI and the Python client read it there by themselves)"
+        )
 
 
 class HubAuthenticator:

@@ -11,10 +11,17 @@ import uvicorn
 
 from ..config import load_settings
 from .app import create_app
+from .localmode import LocalModeRefused, local_user
 
 
 def serve(config_file: str | None = None, **overrides: Any) -> int:
     settings = load_settings(config_file, **overrides)
+    if settings.single_machine:
+        try:
+            local_user(settings)  # refused at once, not after the start-up work
+        except LocalModeRefused as exc:
+            print(f"gpujobs: {exc}", file=sys.stderr)
+            return 2
     # What the service writes (the database, logs, the audit log) is its own: jobs run as other
     # accounts and must not read it.
     os.umask(0o077)

@@ -12,7 +12,7 @@ from ..scheduler.loop import SchedulerLoop
 from ..store import Store
 from ..store.live import LiveJobs
 from .audit import AuditLog
-from .auth import HubAuthenticator
+from .auth import Authenticator
 from .health import LoopLag
 from .jobs import JobService
 from .metrics import Metrics
@@ -27,7 +27,7 @@ class Runtime:
     scheduler: SchedulerLoop
     reconciler: Reconciler
     jobs: JobService
-    auth: HubAuthenticator
+    auth: Authenticator
     metrics: Metrics
     version: str
     lag: LoopLag

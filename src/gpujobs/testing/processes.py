@@ -41,8 +41,16 @@ def wait_for(
 class ServiceProcess:
     """``gpujobs serve`` as users run it, on a free port, with its own data dir."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str], args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str],
+        args: list[str] | None = None,
+        *,
+        command: list[str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.command = command or [sys.executable, "-m", "gpujobs.cli", "serve"]
         self.port = free_port()
         self.env = {**os.environ, **env}
         self.args = args or []
@@ -59,10 +67,7 @@ class ServiceProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "gpujobs.cli",
-                "serve",
+                *self.command,
                 "--data-dir",
                 str(self.data_dir),
                 "--port",
