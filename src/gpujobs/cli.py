@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from .client.client import TERMINAL, ApiError, Client, describe
+from .client.client import TERMINAL, ApiError, Client, Job, describe
 from .client.tables import jobs_listing, table
 
 EXIT_API_ERROR = 2
@@ -185,8 +186,26 @@ def _print_job(view: dict[str, Any]) -> None:
             print(f"{key.ljust(width)}  {value}")
 
 
+WAITING = frozenset({"queued", "pending"})
+
+
+def _until_it_starts(job: Job, poll: float = 1.0) -> None:
+    """While the job waits, say where it stands and why, once per change (on stderr: stdout is the
+    job's output): ``job 3f2a… (train): queued #3 — no free t4: 0 of 1 free``."""
+    said = None
+    view = job.status()
+    while view["status"] in WAITING:
+        line = describe(view)
+        if line != said:
+            print(line, file=sys.stderr, flush=True)
+            said = line
+        time.sleep(poll)
+        view = job.status()
+
+
 def _follow(client: Client, job_id: str) -> int:
     job = client.job(job_id)
+    _until_it_starts(job)
     for line in job.logs(follow=True):
         sys.stdout.write(line)
         sys.stdout.flush()

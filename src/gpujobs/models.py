@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .quantities import QuantityError, parse_cpu, parse_memory
 
-MAX_GPU_COUNT = 16
+# A bound on input only: what this cluster can give is checked against its nodes at submit, and
+# phrased against them ("gpu_count 99 is more than any node has: at most 2 t4 on one node").
+MAX_GPU_COUNT = 1024
 MAX_ARGS = 256
 MAX_REQUIREMENTS = 64
 MAX_ENV = 128

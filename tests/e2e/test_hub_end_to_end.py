@@ -15,6 +15,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
@@ -208,3 +209,12 @@ def test_links_a_user_plants_in_their_home_never_turn_the_hubs_writes_onto_other
     assert victim.read_text() == "root's own\n"
     assert victim.stat().st_uid == 0 and victim_dir.stat().st_uid == 0
     assert sorted(p.name for p in victim_dir.iterdir()) == ["secret"]
+
+
+def test_the_cli_pointed_at_the_hub_itself_says_which_address_to_use(hub: Hub) -> None:
+    env = {**os.environ, "GPUJOBS_URL": hub.url + "/", "JUPYTERHUB_API_TOKEN": hub.admin_token()}
+    ran = subprocess.run(
+        [sys.executable, "-m", "gpujobs.cli", "gpus"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 2
+    assert "looks like JupyterHub itself" in ran.stderr and f"use {hub.url}/services/gpujobs/" in ran.stderr

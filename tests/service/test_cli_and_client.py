@@ -110,3 +110,44 @@ def test_the_client_explains_a_missing_configuration() -> None:
         Client(env={"JUPYTERHUB_PUBLIC_URL": "https://hub.example.org/", "JUPYTERHUB_API_TOKEN": "t"}).url
         == "https://hub.example.org/services/gpujobs/"
     )
+
+
+def test_a_followed_job_that_waits_says_where_it_stands_and_why(setup, module_world, tmp_path) -> None:
+    service, env = setup
+    home = module_world.homes / "alice"
+    release = tmp_path / "release"
+    (home / "hold.py").write_text(
+        f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.05)\n"
+    )
+    (home / "after.py").write_text("print('my turn')\n")
+    holder = Client(service.url, env["JUPYTERHUB_API_TOKEN"]).submit("hold.py", gpus=2, gpu_type="a100")
+    try:
+        follower = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gpujobs.cli",
+                "submit",
+                "after.py",
+                "--gpus",
+                "1",
+                "--gpu-type",
+                "a100",
+                "--follow",
+            ],
+            env=env,
+            cwd=home,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert follower.stderr is not None
+        first = follower.stderr.readline()  # "submitted job …"
+        waiting = follower.stderr.readline()
+        assert "queued #1" in waiting and "no free a100" in waiting, first + waiting
+    finally:
+        release.touch()
+    out, err = follower.communicate(timeout=120)
+    assert follower.returncode == 0, err
+    assert out == "my turn\n"  # the waiting lines never mix with the job's output
+    holder.wait(show=False, poll=0.1, timeout=60)

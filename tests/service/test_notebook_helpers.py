@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import re
+from datetime import datetime, timedelta
 
+import ipywidgets as widgets
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from gpujobs import Client
 from gpujobs.client.magic import register, run_cell
+from gpujobs.client.widgets import GpuStatusView
 from gpujobs.widgets import Panel
 from helpers import wait_for
 
@@ -37,8 +41,19 @@ def panel(client: Client):
 
 def test_the_panel_shows_gpu_status_per_type(panel: Panel) -> None:
     assert "3 of 3 GPUs free" in panel.gpus.summary.value
+    assert re.search(r"\(simulated, updated \d+ s ago\)", panel.gpus.summary.value)
     assert "a100-80gb" in panel.gpus.table.value and "t4" in panel.gpus.table.value
     assert list(panel.form.gpu_type.options) == ["any", "a100-80gb", "t4"]
+
+
+def test_the_view_is_confirmed_as_time_passes_and_the_panel_says_how_old_it_is(client: Client) -> None:
+    first = client.gpu_status()["last_updated"]
+    wait_for(lambda: client.gpu_status()["last_updated"] > first, timeout=60, what="a newer last_updated")
+    view = GpuStatusView()
+    status = client.gpu_status()
+    then = datetime.fromisoformat(status["last_updated"].replace("Z", "+00:00"))
+    view.update(status, now=then + timedelta(seconds=125))
+    assert "updated 2 min ago" in view.summary.value
 
 
 def test_the_form_offers_the_priorities_the_service_is_configured_with(panel: Panel, client: Client) -> None:
@@ -64,7 +79,7 @@ def test_submitting_through_the_form_adds_the_job_to_the_table(panel: Panel, cli
     client.job(job_id).wait(show=False, poll=0.1, timeout=60)
     panel.refresh()
     assert "completed" in panel.jobs.rows[job_id]["status"].value
-    assert panel.jobs.rows[job_id]["cancel"].disabled
+    assert not isinstance(panel.jobs.rows[job_id]["cancel"], widgets.Button)  # nothing to cancel
     panel.jobs.rows[job_id]["logs"].click()
     assert panel.logs.text.value == "hello from the form\n"
     assert panel.tabs.selected_index == 2

@@ -29,7 +29,7 @@ CASES = [
     ({"script": "x", "environment": {"PYTHONBREAKPOINT": "os.system"}}, "environment", "reserved"),
     ({"script": "x", "cpu_limit": "9" * 400}, "cpu_limit", "at most 1000000 cores"),
     ({"script": "x", "cpu_limit": "64"}, "cpu_limit", "more than any node has: at most 16 cores"),
-    ({"script": "x", "gpu_count": 99}, "gpu_count", "less than or equal to 16"),
+    ({"script": "x", "gpu_count": 99}, "gpu_count", "gpu_count 99 is more than any node has: at most 2 "),
     ({"script": "x", "gpu_count": 3, "gpu_type": "a100"}, "gpu_count", "at most 2 a100"),
     (
         {"script": "x", "gpu_count": 1, "gpu_type": "h100"},

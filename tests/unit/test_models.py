@@ -112,5 +112,5 @@ def test_unknown_fields_are_refused() -> None:
 
 
 def test_gpu_count_range() -> None:
-    assert "less than or equal to 16" in error_text(script="x", gpu_count=17)
+    assert "less than or equal to 1024" in error_text(script="x", gpu_count=1025)
     assert "greater than or equal to 0" in error_text(script="x", gpu_count=-1)

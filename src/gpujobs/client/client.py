@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -187,14 +188,11 @@ class Client:
             f"with the idempotency key {key} is safe: it gives back the job an attempt may have created.",
         )
 
-    @staticmethod
-    def _data(response: httpx.Response) -> Any:
+    def _data(self, response: httpx.Response) -> Any:
         try:
             body = response.json()
         except ValueError:
-            raise ApiError(
-                response.status_code, f"gpujobs answered {response.status_code} without JSON"
-            ) from None
+            raise ApiError(response.status_code, _not_the_service(self.url, response)) from None
         if response.status_code >= 400 or not body.get("success", False):
             data = body.get("data") or {}
             raise ApiError(response.status_code, body.get("message", "request failed"), data.get("field"))
@@ -357,6 +355,20 @@ class Job:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} still {view['status']} after {timeout} s")
             time.sleep(poll)
+
+
+def _not_the_service(url: str, response: httpx.Response) -> str:
+    """What to say when the answer is not gpujobs' JSON: most often the URL is JupyterHub's own (its
+    login redirect, its pages), and the service lives under it at /services/gpujobs/."""
+    text = f"{url} answered {response.status_code} with no gpujobs answer (not JSON)"
+    hub_like = response.is_redirect and "/hub/" in response.headers.get("location", "")
+    hub_like = hub_like or "/services/gpujobs" not in url
+    if not hub_like:
+        return text
+    parts = urlsplit(url)
+    root = parts.path.split("/hub/", 1)[0].split("/services/", 1)[0].rstrip("/")
+    service = urlunsplit((parts.scheme, parts.netloc, f"{root}/services/gpujobs/", "", ""))
+    return f"{text}: that looks like JupyterHub itself, not its gpujobs service; use {service}"
 
 
 def _describe_failure(response: httpx.Response) -> str:

@@ -15,6 +15,7 @@ import html
 import os
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +53,34 @@ def _demand(queued: int) -> str:
     return f", {queued} wanted by the queue" if queued else ""
 
 
+def _age(timestamp: str, now: datetime | None = None) -> str:
+    """``12 s ago``: how old the service's view is, as the person reads it (not a clock time in UTC)."""
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return html.escape(timestamp)
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=timezone.utc)
+    seconds = max(0, int(((now or datetime.now(timezone.utc)) - then).total_seconds()))
+    if seconds < 90:
+        return f"{seconds} s ago"
+    if seconds < 90 * 60:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
+
+
 class GpuStatusView(W.VBox):
     def __init__(self) -> None:
         self.summary = W.HTML("GPU status: loading…")
         self.table = W.HTML()
         super().__init__([self.summary, self.table])
 
-    def update(self, status: dict[str, Any]) -> None:
+    def update(self, status: dict[str, Any], now: datetime | None = None) -> None:
+        stale = ", <b>stale</b>: the cluster has not been heard from" if status.get("stale") else ""
         self.summary.value = (
             f"<b>{status['available_gpus']} of {status['total_gpus']} GPUs free</b> "
-            f"<small>({html.escape(status['source'])}, {status['last_updated'][11:19]} UTC)</small>"
+            f"<small>({html.escape(status['source'])}, updated {_age(status['last_updated'], now)}"
+            f"{stale})</small>"
         )
         rows = "".join(
             f"<tr><td><code>{html.escape(t['gpu_type'])}</code></td>"
@@ -89,6 +108,9 @@ def user_scripts(root: Path, limit: int = 200) -> list[str]:
     return found[:limit]
 
 
+LABEL_WIDTH = "7.5em"  # the longest label, "requirements", whole (the default width cuts it)
+
+
 class SubmitForm(W.VBox):
     FIELDS = ("script_path", "gpu_type", "gpu_count", "cpu_limit", "memory_limit", "priority", "requirements")
 
@@ -101,7 +123,7 @@ class SubmitForm(W.VBox):
         )
         self.name = W.Text(placeholder="(optional)", description="name")
         self.gpu_type = W.Dropdown(options=["any"], value="any", description="GPU type")
-        self.gpus = W.BoundedIntText(value=1, min=0, max=16, description="GPUs")
+        self.gpus = W.BoundedIntText(value=1, min=0, max=1024, description="GPUs")
         self.cpu = W.Text(placeholder="e.g. 4 or 500m", description="CPU")
         self.memory = W.Text(placeholder="e.g. 8Gi", description="memory")
         self.priority = W.Dropdown(options=["low", "normal", "high"], value="normal", description="priority")
@@ -121,6 +143,8 @@ class SubmitForm(W.VBox):
             "priority": self.priority,
             "requirements": self.requirements,
         }
+        for labelled in (*inputs.values(), self.name):
+            labelled.style.description_width = LABEL_WIDTH
         rows = [W.HBox([inputs[field], self.errors[field]]) for field in self.FIELDS]
         super().__init__([*rows[:1], self.name, *rows[1:], W.HBox([self.submit_button, self.message])])
 
@@ -189,13 +213,11 @@ class JobTable(W.VBox):
             why = view.get("reason") or view.get("message") or ""
             logs = W.Button(description="logs", layout=W.Layout(width="5.5em"))
             logs.on_click(lambda _b, job_id=view["job_id"]: self.on_logs(job_id))
-            cancel = W.Button(
-                description="cancel",
-                button_style="danger",
-                layout=W.Layout(width="5.5em"),
-                disabled=view["status"] in TERMINAL,
-            )
-            cancel.on_click(lambda _b, job_id=view["job_id"]: self.cancel(job_id))
+            # An ended job has nothing to cancel: no button, rather than a red one that cannot be used.
+            cancel: W.Widget = W.HTML("")
+            if view["status"] not in TERMINAL:
+                cancel = W.Button(description="cancel", button_style="danger", layout=W.Layout(width="5.5em"))
+                cancel.on_click(lambda _b, job_id=view["job_id"]: self.cancel(job_id))
             status = W.HTML(
                 f'<span style="color:{colour};font-weight:bold">{view["status"]}{position}</span>'
             )

@@ -196,10 +196,13 @@ class LocalExecutor(Executor):
         return self._inventory
 
     async def _refresh_forever(self) -> None:
-        if not self.settings.nvml or not any(not d.simulated for d in self._devices):
-            return
+        """Real GPUs are read again every few seconds; simulated ones are confirmed as often, so that
+        ``last_updated`` always says how fresh the view is."""
         while True:
             await asyncio.sleep(UTILIZATION_REFRESH_SECONDS)
+            if not self.settings.nvml or not any(not d.simulated for d in self._devices):
+                self._publish_inventory()  # nothing to read: what is configured holds, as of now
+                continue
             try:
                 real = await asyncio.to_thread(discover_nvml, self.settings.gpu_type_aliases)
             except Exception:
