@@ -263,7 +263,7 @@ def _user_command(options: argparse.Namespace) -> int:
         print(jobs_listing([job.view for job in jobs]))
         return 0
     if command == "gpus":
-        status = client.gpu_status()
+        status = client.gpu_status(nodes=False)  # the summary: one small answer on any cluster
         print(f"{status['available_gpus']} of {status['total_gpus']} GPUs free ({status['source']})")
         by_type = [
             (t["gpu_type"], t["total"], t["available"], t["used"], t.get("queued_demand", 0))

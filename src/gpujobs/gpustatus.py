@@ -7,6 +7,7 @@ or the queued demand change, and each node's part of it until that node or its h
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from .gputypes import satisfies
 from .inventory import Inventory, Node, slots_held_by_others
 from .models import GpuDevice, GpuNodeView, GpuStatus, GpuTypeSummary
 from .store.records import JobRecord
@@ -24,6 +26,7 @@ _TYPES_JSON = TypeAdapter(list[GpuTypeSummary])
 _DATETIME_JSON = TypeAdapter(datetime)
 _OPTIONAL_DATETIME_JSON = TypeAdapter(datetime | None)
 _STR_JSON = TypeAdapter(str)
+_OPTIONAL_STR_JSON = TypeAdapter(str | None)
 
 
 def holders(active_jobs: Sequence[JobRecord], viewer: str | None = None) -> dict[tuple[str, str], str]:
@@ -93,6 +96,44 @@ def _node_part(node: Node, held: Mapping[str, str]) -> _NodePart:
     return _NodePart(tuple((t, c[0], c[1], c[2]) for t, c in per_type.items()), view)
 
 
+@dataclass(frozen=True)
+class NodeQuery:
+    """Which nodes the answer lists: by name after ``cursor``, at most ``limit`` (None: all), those
+    with GPUs serving ``gpu_type`` (None: any node), and with at least ``free`` of them available."""
+
+    limit: int | None = None
+    cursor: str | None = None
+    gpu_type: str | None = None
+    free: int = 0
+
+
+ALL_NODES = NodeQuery()
+
+
+def _wanted(part: _NodePart, query: NodeQuery) -> bool:
+    if query.gpu_type is None and query.free == 0:
+        return True
+    serving = [row for row in part.per_type if query.gpu_type is None or satisfies(row[0], query.gpu_type)]
+    return bool(serving) and sum(row[2] for row in serving) >= query.free
+
+
+def select_nodes(
+    names: Sequence[str], part_of: Mapping[str, _NodePart], query: NodeQuery
+) -> tuple[list[str], str | None]:
+    """The names of the nodes ``query`` lists, from ``names`` (sorted), and the next page's cursor."""
+    if query is ALL_NODES:
+        return list(names), None
+    start = bisect.bisect_right(names, query.cursor) if query.cursor is not None else 0
+    chosen: list[str] = []
+    for name in names[start:]:
+        if not _wanted(part_of[name], query):
+            continue
+        if query.limit is not None and len(chosen) == query.limit:
+            return chosen, chosen[-1]  # more follow: the page ends at its last node
+        chosen.append(name)
+    return chosen, None
+
+
 def _summaries(per_type: Mapping[str, list[int]], queued_demand: Mapping[str, int]) -> list[GpuTypeSummary]:
     merged = {gpu_type: list(counts) for gpu_type, counts in per_type.items()}
     for gpu_type in queued_demand:
@@ -134,31 +175,34 @@ def build_gpu_status(
     viewer: str | None = None,
     stale: bool = False,
     synced_at: datetime | None = None,
+    nodes: NodeQuery = ALL_NODES,
 ) -> GpuStatus:
     """``external``: per node, device slots held by workloads that are not gpujobs jobs.  ``viewer``:
-    the user asking, who sees only their own job ids (None: an admin, who sees all)."""
+    the user asking, who sees only their own job ids (None: an admin, who sees all).  ``nodes``: which
+    nodes are listed (the totals count them all); all of them, in the inventory's order, by default."""
     held = _by_node(_held(active_jobs, external, viewer))
     per_type: dict[str, list[int]] = {}
-    nodes = []
+    parts = {}
     for node in inventory.nodes:
-        part = _node_part(node, held.get(node.name, {}))
+        part = parts[node.name] = _node_part(node, held.get(node.name, {}))
         for gpu_type, *counts in part.per_type:
             totals = per_type.setdefault(gpu_type, [0, 0, 0])
             for i, count in enumerate(counts):
                 totals[i] += count
-        if include_nodes:
-            nodes.append(part.view)
+    order = list(parts) if nodes is ALL_NODES else sorted(parts)
+    listed, next_cursor = select_nodes(order, parts, nodes) if include_nodes else ([], None)
     summaries = _summaries(per_type, queued_demand)
     return GpuStatus(
         total_gpus=sum(s.total for s in summaries),
         available_gpus=sum(s.available for s in summaries),
         used_gpus=sum(s.used for s in summaries),
         gpu_types=summaries,
-        gpu_nodes=nodes,
+        gpu_nodes=[parts[name].view for name in listed],
         last_updated=inventory.updated_at,
         source=inventory.source,
         stale=stale,
         synced_at=synced_at,
+        next_cursor=next_cursor,
     )
 
 
@@ -167,24 +211,25 @@ class RenderedStatus:
     body: bytes  # GpuStatus as JSON, exactly as ``build_gpu_status(...).model_dump_json()``
     total_gpus: int
     available_gpus: int
+    next_cursor: str | None = None
 
     def seen(self, stale: bool, synced_at: datetime | None) -> RenderedStatus:
         """The same answer with how current it is (that changes by the second, so it is not part of
         what is remembered: remembered answers end with the tail of a current view)."""
         if not stale and synced_at is None:
             return self
-        tail = _view_tail(stale, synced_at)
-        return RenderedStatus(self.body[: -len(_CURRENT_TAIL)] + tail, self.total_gpus, self.available_gpus)
+        current = _tail(False, None, self.next_cursor)
+        tail = _tail(stale, synced_at, self.next_cursor)
+        body = self.body[: -len(current)] + tail
+        return RenderedStatus(body, self.total_gpus, self.available_gpus, self.next_cursor)
 
 
-def _view_tail(stale: bool, synced_at: datetime | None) -> bytes:
-    return b',"stale":%s,"synced_at":%s}' % (
+def _tail(stale: bool, synced_at: datetime | None, next_cursor: str | None) -> bytes:
+    return b',"stale":%s,"synced_at":%s,"next_cursor":%s}' % (
         b"true" if stale else b"false",
         _OPTIONAL_DATETIME_JSON.dump_json(synced_at),
+        _OPTIONAL_STR_JSON.dump_json(next_cursor),
     )
-
-
-_CURRENT_TAIL = _view_tail(False, None)
 
 
 @dataclass(frozen=True)
@@ -212,6 +257,7 @@ class GpuStatusCache:
         self._answers: dict[tuple[bool, bool], RenderedStatus] = {}  # (include_nodes, public) → answer
         self._active: Sequence[JobRecord] = ()
         self._holds: Mapping[str, Mapping[str, int]] = {}
+        self._sorted: tuple[Inventory | None, list[str]] = (None, [])  # node names, for pages
 
     def render(
         self,
@@ -222,6 +268,7 @@ class GpuStatusCache:
         include_nodes: bool,
         holds: Mapping[str, Mapping[str, int]],
         viewer: str | None = None,
+        nodes: NodeQuery = ALL_NODES,
     ) -> RenderedStatus:
         """``holds``: per node, how many devices of each type workloads that are not gpujobs jobs hold
         (which slots they are shown in is ``slots_held_by_others``, as the scheduler counts them).
@@ -240,6 +287,21 @@ class GpuStatusCache:
             self._answers = {}
             self._update(inventory, active_jobs, holds)
         own = {job.node for job in active_jobs if job.node and job.gpus and job.user == viewer}
+        if include_nodes and nodes is not ALL_NODES:  # a page: small, and made for this question
+            if self._sorted[0] is not inventory:
+                self._sorted = (inventory, sorted(node.name for node in inventory.nodes))
+            parts = {name: remembered.part for name, remembered in self._nodes.items()}
+            listed, next_cursor = select_nodes(self._sorted[1], parts, nodes)
+            by_name = {node.name: node for node in inventory.nodes} if listed else {}
+            return self._assemble(
+                inventory,
+                queued_demand,
+                include_nodes,
+                public=viewer is not None,
+                own=(viewer, own) if own else None,
+                listed=[by_name[name] for name in listed],
+                next_cursor=next_cursor,
+            )
         if own and include_nodes:  # this viewer's own ids are in the answer: made for them alone
             return self._assemble(inventory, queued_demand, include_nodes, public=True, own=(viewer, own))
         public = viewer is not None
@@ -305,12 +367,15 @@ class GpuStatusCache:
         *,
         public: bool,
         own: tuple[str | None, set[str]] | None = None,
+        listed: Sequence[Node] | None = None,
+        next_cursor: str | None = None,
     ) -> RenderedStatus:
         summaries = _summaries(self._totals, queued_demand)
         total = sum(s.total for s in summaries)
         available = sum(s.available for s in summaries)
         used = sum(s.used for s in summaries)
-        fragments = [self._fragment(node, public, own) for node in inventory.nodes] if include_nodes else []
+        shown = inventory.nodes if listed is None else listed
+        fragments = [self._fragment(node, public, own) for node in shown] if include_nodes else []
         body = b"".join(
             [
                 b'{"total_gpus":%d,"available_gpus":%d,"used_gpus":%d,"gpu_types":'
@@ -322,7 +387,7 @@ class GpuStatusCache:
                 _DATETIME_JSON.dump_json(inventory.updated_at),
                 b',"source":',
                 _STR_JSON.dump_json(inventory.source),
-                _CURRENT_TAIL,
+                _tail(False, None, next_cursor),
             ]
         )
-        return RenderedStatus(body, total, available)
+        return RenderedStatus(body, total, available, next_cursor)

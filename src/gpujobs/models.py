@@ -365,6 +365,11 @@ class GpuStatus(BaseModel):
         description="When this view was last known to match the cluster (null where it always does: the "
         "local executor).",
     )
+    next_cursor: str | None = Field(
+        None,
+        description="With ?limit=, the node list is one page: pass this as ?cursor= for the next; null on "
+        "the last page (and without a limit).",
+    )
 
 
 class JobList(BaseModel):

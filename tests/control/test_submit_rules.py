@@ -91,6 +91,9 @@ async def test_odd_queries_are_refused_with_the_field_named(harness, tmp_path: P
             ("api/k8s/jobs", {"cursor": "²"}, "cursor"),
             ("api/k8s/jobs", {"cursor": "9" * 23}, "cursor"),
             ("api/k8s/usage", {"to": "0001-01-01T00:00:00"}, "to"),
+            ("api/k8s/gpu-status", {"limit": "0"}, "limit"),
+            ("api/k8s/gpu-status", {"free": "-1"}, "free"),
+            ("api/k8s/gpu-status", {"cursor": "x" * 254}, "cursor"),
             (
                 "api/k8s/usage",
                 {"from": "9999-12-31T00:00:00-14:00", "to": "9999-12-31T23:59:59-14:00"},
@@ -113,3 +116,20 @@ async def test_a_key_that_is_not_ascii_is_a_key_like_any_other(harness, tmp_path
             "api/k8s/submit-job", json={**SPEC, "args": []}, headers={"Idempotency-Key": key}
         )
         assert same.status_code == 200 and same.json()["data"]["job_id"] == first.json()["data"]["job_id"]
+
+
+async def test_the_node_list_pages_and_filters_and_the_summary_stays_whole(harness, tmp_path: Path) -> None:
+    async with harness(FakeExecutor(tmp_path / "logs", gpus=2)) as h:
+
+        async def status(**params: object) -> dict:
+            return (await h.alice.get("api/k8s/gpu-status", params=params)).json()["data"]
+
+        page = await status(limit=1)
+        assert len(page["gpu_nodes"]) == 1 and page["next_cursor"] is None and page["total_gpus"] == 2
+        none = await status(gpu_type="a100")
+        assert none["gpu_nodes"] == [] and none["total_gpus"] == 2  # no a100 node, but every GPU counted
+        assert [n["available"] for n in (await status(gpu_type="t4", free=2))["gpu_nodes"]] == [2]
+        assert (await status(free=3))["gpu_nodes"] == []
+        both = await h.alice.get("api/k8s/gpu-status", params={"nodes": "false", "limit": 1})
+        assert both.status_code == 422 and both.json()["data"]["field"] == "nodes"
+        assert "drop nodes=false" in both.json()["message"]

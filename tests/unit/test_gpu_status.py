@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import builders
 from builders import stored_job
-from gpujobs.gpustatus import GpuStatusCache, build_gpu_status
+from gpujobs.gpustatus import ALL_NODES, GpuStatusCache, NodeQuery, build_gpu_status
 from gpujobs.inventory import Inventory, Node
 from gpujobs.models import JobStatus
 from gpujobs.scheduler.loop import external_devices
@@ -41,6 +41,17 @@ def test_counts_per_type_and_per_node() -> None:
     assert [d.job_id for d in b.devices] == [None, "other-workloads"]
 
 
+QUERIES = [
+    ALL_NODES,
+    NodeQuery(limit=2),
+    NodeQuery(limit=2, cursor="n1"),
+    NodeQuery(gpu_type="a100", free=1),
+    NodeQuery(gpu_type="t4", limit=1, cursor="n0"),
+    NodeQuery(free=4),
+    NodeQuery(cursor="n9"),  # past the last node: an empty page
+]
+
+
 def test_the_cache_answers_as_the_definition_does_through_changes() -> None:
     cache = GpuStatusCache()
     nodes = [node(f"n{i}", "a100-80gb" if i % 2 else "t4-16gb", 4) for i in range(6)]
@@ -51,12 +62,20 @@ def test_the_cache_answers_as_the_definition_does_through_changes() -> None:
 
     def check(inv: Inventory) -> None:
         external = external_devices(inv, active, holds)
-        for include_nodes, viewer in itertools.product((True, False), (None, "alice", "bob", "carol")):
+        for include_nodes, viewer, query in itertools.product(
+            (True, False), (None, "alice", "bob", "carol"), QUERIES
+        ):
             rendered = cache.render(
-                inv, active, demand, include_nodes=include_nodes, holds=holds, viewer=viewer
+                inv, active, demand, include_nodes=include_nodes, holds=holds, viewer=viewer, nodes=query
             )
             expected = build_gpu_status(
-                inv, active, demand, include_nodes=include_nodes, external=external, viewer=viewer
+                inv,
+                active,
+                demand,
+                include_nodes=include_nodes,
+                external=external,
+                viewer=viewer,
+                nodes=query,
             )
             assert json.loads(rendered.body) == json.loads(expected.model_dump_json())
             assert rendered.body == expected.model_dump_json().encode()
@@ -112,3 +131,32 @@ def test_a_stale_view_says_so_and_when_it_was_last_in_sync() -> None:
     assert rendered.body == expected.model_dump_json().encode()
     answer = json.loads(rendered.body)
     assert (answer["stale"], answer["synced_at"]) == (True, "2026-12-01T09:30:00Z")
+
+
+def test_pages_of_nodes_cover_the_matching_nodes_once_and_the_totals_count_all() -> None:
+    nodes = [node(f"n{i:02}", "a100-80gb" if i % 3 else "t4-16gb", 2) for i in range(10)]
+    inv = inventory(*reversed(nodes))  # pages go by name, whatever the inventory's order
+    active = [running("busy", "n01", "0", "1")]  # n01's a100s are both taken
+    cache = GpuStatusCache()
+    seen, cursor, pages = [], None, 0
+    while True:
+        query = NodeQuery(limit=3, cursor=cursor, gpu_type="a100", free=2)
+        body = json.loads(cache.render(inv, active, {}, include_nodes=True, holds={}, nodes=query).body)
+        assert body["total_gpus"] == 20 and body["available_gpus"] == 18  # every node counted
+        seen += [n["name"] for n in body["gpu_nodes"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    wanted = [f"n{i:02}" for i in range(10) if i % 3 and i != 1]
+    assert seen == wanted and pages == 2  # 5 nodes: 3, then 2 (and no empty page after)
+    everything = json.loads(cache.render(inv, active, {}, include_nodes=True, holds={}).body)
+    assert everything["next_cursor"] is None and len(everything["gpu_nodes"]) == 10
+
+
+def test_a_stale_page_keeps_its_cursor() -> None:
+    inv = inventory(node("a"), node("b"))
+    synced = datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
+    page = GpuStatusCache().render(inv, [], {}, include_nodes=True, holds={}, nodes=NodeQuery(limit=1))
+    body = json.loads(page.seen(True, synced).body)
+    assert (body["stale"], body["next_cursor"], [n["name"] for n in body["gpu_nodes"]]) == (True, "a", ["a"])

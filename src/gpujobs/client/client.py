@@ -206,11 +206,22 @@ class Client:
         result: dict[str, Any] = self._request("GET", "healthz")
         return result
 
-    def gpu_status(self, *, nodes: bool = True) -> dict[str, Any]:
-        """Totals, per type and per node: ``{"total_gpus", "available_gpus", "gpu_types", ...}``."""
-        result: dict[str, Any] = self._request(
-            "GET", "api/k8s/gpu-status", params={"nodes": str(nodes).lower()}
-        )
+    def gpu_status(
+        self,
+        *,
+        nodes: bool = True,
+        limit: int | None = None,
+        cursor: str | None = None,
+        gpu_type: str | None = None,
+        free: int | None = None,
+    ) -> dict[str, Any]:
+        """Totals, per type and per node: ``{"total_gpus", "available_gpus", "gpu_types", ...}``.  On a
+        large cluster, ask for a page of nodes (``limit``; ``next_cursor`` in the answer is the next
+        page's ``cursor``) and filter them (``gpu_type``, at least ``free`` of them free)."""
+        params = {"nodes": str(nodes).lower()}
+        chosen = {"limit": limit, "cursor": cursor, "gpu_type": gpu_type, "free": free}
+        params.update({name: str(value) for name, value in chosen.items() if value is not None})
+        result: dict[str, Any] = self._request("GET", "api/k8s/gpu-status", params=params)
         return result
 
     def submit(

@@ -17,7 +17,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from ..errors import Forbidden, GpujobsError, InvalidSpec, NotFound, http_status
-from ..gpustatus import holders
+from ..gpustatus import ALL_NODES, NodeQuery, holders
 from ..models import Envelope, ErrorDetail, GpuStatus, JobList, JobLogs, JobSpec, JobStatus, JobView
 from ..store import repository as repo
 from .audit import audit
@@ -71,11 +71,34 @@ router = APIRouter()
 
 @router.get("/api/k8s/gpu-status", response_model=Envelope[GpuStatus], responses=_ERRORS, tags=["gpus"])
 async def gpu_status(
-    user: User, rt: Rt, nodes: Annotated[bool, Query(description="Include the per-node list.")] = True
+    user: User,
+    rt: Rt,
+    nodes: Annotated[bool, Query(description="Include the per-node list.")] = True,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=1000, description="List at most this many nodes (by name); see next_cursor."),
+    ] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=253, description="The next_cursor of the previous page.")
+    ] = None,
+    gpu_type: Annotated[
+        str | None, Query(max_length=64, description="Only nodes with GPUs of this type or family.")
+    ] = None,
+    free: Annotated[
+        int, Query(ge=0, le=1024, description="Only nodes with at least this many of those GPUs free.")
+    ] = 0,
 ) -> Response:
     """GPUs in all, per type (with the demand of queued jobs) and per node/device.  A device's
     ``job_id`` is the holding job's id for its owner and admins, ``other-users`` for anyone else, and
-    ``other-workloads`` for what runs outside gpujobs."""
+    ``other-workloads`` for what runs outside gpujobs.  On a large cluster, page the node list
+    (``limit``, ``cursor``) and filter it (``gpu_type``, ``free``); the totals always count every node."""
+    query = ALL_NODES
+    if limit is not None or cursor is not None or gpu_type is not None or free:
+        if not nodes:
+            raise InvalidSpec(
+                "limit, cursor, gpu_type and free choose nodes to list: drop nodes=false", field="nodes"
+            )
+        query = NodeQuery(limit=limit, cursor=cursor, gpu_type=gpu_type, free=free)
     active = rt.live.holding()
     inventory = rt.executor.inventory()
     status = rt.gpu_status.render(
@@ -85,6 +108,7 @@ async def gpu_status(
         include_nodes=nodes,
         holds=rt.executor.external_holds(),
         viewer=None if user.admin else user.name,  # a user sees only their own jobs' ids
+        nodes=query,
     )
     view = rt.executor.view_state()
     status = status.seen(view.stale, view.synced_at)
