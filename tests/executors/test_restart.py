@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,38 @@ def test_a_second_service_on_the_same_data_dir_refuses_to_start(world) -> None:
         world.start(data_dir=service.data_dir)
     alice = Api(service.client(world.hub.add_user("alice")))
     assert alice.wait_status(alice.submit_ok(**script("print(1)"))["job_id"], "completed")["exit_code"] == 0
+
+
+@pytest.mark.parametrize(
+    "handed_over",
+    [False, True],
+    ids=["admitted-but-never-handed-over", "handed-over-but-no-runner-started"],
+)
+def test_a_crash_between_admission_and_the_runner_runs_the_job_once(
+    world, tmp_path: Path, handed_over: bool
+) -> None:
+    """The states a kill -9 can leave between the scheduler's admission and the runner's start, made
+    in the store while the service is down: the job runs once after the restart, on the GPU it held."""
+    runs, release = tmp_path / "runs", tmp_path / "release"
+    release.touch()  # the job ends as soon as it has counted its run
+    service = world.start("--simulate-gpus", "t4:1", env={"GPUJOBS_ADMISSION_PAUSED": "true"})
+    alice = Api(service.client(world.hub.add_user("alice")))
+    job = alice.submit_ok(**counting(runs, release, gpu_count=1, gpu_type="t4"))["job_id"]
+    node = alice.http.get("api/k8s/gpu-status").json()["data"]["gpu_nodes"][0]["name"]
+    service.kill_hard()
+    with sqlite3.connect(service.data_dir / "gpujobs.sqlite") as db:
+        (created,) = db.execute("SELECT created_at FROM jobs WHERE job_id = ?", (job,)).fetchone()
+        db.execute(
+            "UPDATE jobs SET status = 'pending', node = ?, gpus = ?, holding = 1, admitted_at = ?,"
+            " launched_at = ? WHERE job_id = ?",
+            (node, json.dumps(["0"]), created, created if handed_over else None, job),
+        )
+    assert not (service.data_dir / "jobs" / job / "launch.json").exists()  # nothing was handed to a runner
+
+    restarted = world.start("--simulate-gpus", "t4:1", data_dir=service.data_dir)
+    alice = Api(restarted.client(world.hub.add_user("alice")))
+    done = alice.wait_status(job, "completed", "failed")
+    assert (done["status"], done["gpus"]) == ("completed", ["0"])
+    assert runs.read_text().split() == [job]  # once
+    second = alice.submit_ok(**counting(runs, release, gpu_count=1, gpu_type="t4"))["job_id"]
+    assert alice.wait_status(second, "completed", "failed")["status"] == "completed"  # its GPU was freed
