@@ -189,10 +189,10 @@ def _print_job(view: dict[str, Any]) -> None:
 WAITING = frozenset({"queued", "pending"})
 
 
-def _until_it_starts(job: Job, poll: float = 1.0) -> None:
+def _until_it_starts(job: Job, said: str | None, poll: float = 1.0) -> None:
     """While the job waits, say where it stands and why, once per change (on stderr: stdout is the
-    job's output): ``job 3f2a… (train): queued #3 — no free t4: 0 of 1 free``."""
-    said = None
+    job's output): ``job 3f2a… (train): queued #3 — no free t4: 0 of 1 free``.  ``said``: the line
+    printed already, if any."""
     view = job.status()
     while view["status"] in WAITING:
         line = describe(view)
@@ -203,9 +203,9 @@ def _until_it_starts(job: Job, poll: float = 1.0) -> None:
         view = job.status()
 
 
-def _follow(client: Client, job_id: str) -> int:
+def _follow(client: Client, job_id: str, said: str | None = None) -> int:
     job = client.job(job_id)
-    _until_it_starts(job)
+    _until_it_starts(job, said)
     for line in job.logs(follow=True):
         sys.stdout.write(line)
         sys.stdout.flush()
@@ -244,7 +244,7 @@ def _user_command(options: argparse.Namespace) -> int:
         )
         print(f"submitted job {job.id}: {describe(job.view)}", file=sys.stderr)
         if options.follow:
-            return _follow(client, job.id)
+            return _follow(client, job.id, said=describe(job.view))
         print(job.id)
         return 0
     if command == "status":

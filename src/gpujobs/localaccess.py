@@ -8,6 +8,8 @@ URL or token, so on one machine nothing needs setting.  Standard library only: t
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -82,16 +84,25 @@ def keep_local_access(data_dir: Path, *, url: str, user: str, owner_uid: int | N
         earlier = None
     token = earlier.token if earlier is not None and earlier.user == user else secrets.token_hex(32)
     access = LocalAccess(url=url, user=user, token=token)
-    temporary = path.with_name(f".{ACCESS_FILE}.{os.getpid()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    # A fresh name, made here (O_EXCL) and changed through its descriptor only: nothing another account
+    # placed in the folder (a file, a link) is written to or handed over.
+    temporary = path.with_name(f".{ACCESS_FILE}.{secrets.token_hex(8)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            if owner_uid is not None and owner_uid != os.geteuid():
+                os.fchown(handle.fileno(), owner_uid, -1)
             json.dump(asdict(access), handle)
-        os.chmod(temporary, 0o600)
-        if owner_uid is not None and owner_uid != os.geteuid():
-            os.chown(temporary, owner_uid, -1)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     return access
+
+
+def local_proof(token: str, nonce: str) -> str:
+    """What the service answers to ``nonce`` to show it holds ``token`` without sending it: the client
+    checks it before it sends the token (whatever listens on the port while the service is down could
+    otherwise collect it)."""
+    return hmac.new(token.encode(), b"gpujobs-local-proof:" + nonce.encode(), hashlib.sha256).hexdigest()

@@ -129,7 +129,14 @@ async def test_the_node_list_pages_and_filters_and_the_summary_stays_whole(harne
         none = await status(gpu_type="a100")
         assert none["gpu_nodes"] == [] and none["total_gpus"] == 2  # no a100 node, but every GPU counted
         assert [n["available"] for n in (await status(gpu_type="t4", free=2))["gpu_nodes"]] == [2]
+        assert len((await status(gpu_type="Tesla-T4"))["gpu_nodes"]) == 1  # named as at submit
         assert (await status(free=3))["gpu_nodes"] == []
         both = await h.alice.get("api/k8s/gpu-status", params={"nodes": "false", "limit": 1})
         assert both.status_code == 422 and both.json()["data"]["field"] == "nodes"
         assert "drop nodes=false" in both.json()["message"]
+
+
+async def test_there_is_no_local_token_to_prove_under_a_hub(harness, tmp_path: Path) -> None:
+    async with harness(FakeExecutor(tmp_path / "logs")) as h:
+        answer = await h.alice.get("api/local/proof", params={"nonce": "ab" * 16})
+        assert answer.status_code == 404 and "under JupyterHub" in answer.json()["message"]

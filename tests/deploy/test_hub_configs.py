@@ -59,7 +59,7 @@ def test_the_single_machine_config(tmp_path: Path) -> None:
         },
     )
     (service,) = c.JupyterHub.services
-    assert service["name"] == "gpujobs" and service["url"] == "http://127.0.0.1:8765"
+    assert service["name"] == "gpujobs" and service["url"] == "http://127.0.0.1:8766"
     assert service["command"][1:] == ["-m", "gpujobs.cli", "serve"]
     assert service["environment"]["GPUJOBS_SIMULATE_GPUS"] == "t4:1"
     assert "GPUJOBS_HUB_PASSWORD" not in service["environment"]  # the hub's secrets stay with the hub

@@ -83,7 +83,11 @@ class Hub:
 
     def admin_token(self) -> str:
         browser = self.login(self.admin, self.admin_password)
-        xsrf = browser.cookies.get("_xsrf", "")
+        # The hub may have set _xsrf for more than one path (its pages and a user server's): take the
+        # one the browser would send to /hub/api/, the longest path that covers it.
+        paths = [cookie for cookie in browser.cookies.jar if cookie.name == "_xsrf"]
+        covering = [cookie for cookie in paths if "/hub/api/".startswith(cookie.path.rstrip("/") + "/")]
+        xsrf = max(covering, key=lambda cookie: len(cookie.path)).value if covering else ""
         response = browser.post(
             f"/hub/api/users/{self.admin}/tokens",
             json={"note": "e2e"},

@@ -17,6 +17,12 @@ from gpujobs.client.client import _not_the_service
             httpx.Response(302, headers={"location": "/hub/login?next=%2Fhub%2F"}),
             "use http://hub.example.org:8000/services/gpujobs/",
         ),
+        # A user's own server, under a base URL.
+        (
+            "https://lab.example.org/jupyter/user/alice/lab/",
+            httpx.Response(200, text="<html>lab</html>"),
+            "use https://lab.example.org/jupyter/services/gpujobs/",
+        ),
         # The hub's API or pages under a base URL.
         (
             "https://lab.example.org/jupyter/hub/api/",
@@ -32,7 +38,7 @@ def test_a_hub_address_is_recognised_and_the_service_address_given(
     assert "JupyterHub itself" in message and message.endswith(advice)
 
 
-def test_a_service_address_that_answers_nonsense_is_not_called_a_hub() -> None:
-    url = "http://hub:8000/services/gpujobs/"
-    message = _not_the_service(url, httpx.Response(502, text="Bad Gateway"))
+@pytest.mark.parametrize("url", ["http://hub:8000/services/gpujobs/", "http://127.0.0.1:8765/"])
+def test_a_service_address_that_answers_nonsense_is_not_called_a_hub(url: str) -> None:
+    message = _not_the_service(url, httpx.Response(502, text="Bad Gateway"))  # a proxy, a service alone
     assert message == f"{url} answered 502 with no gpujobs answer (not JSON)"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 
-from gpujobs.client.client import ApiError, Client
+from gpujobs.client.client import ApiError, Client, LocalTokenAuth
 from gpujobs.config import Settings
 from gpujobs.errors import Forbidden
 from gpujobs.executors.accounts import find_account
@@ -56,12 +58,10 @@ def test_the_data_dir_is_looked_for_where_the_service_keeps_it(tmp_path: Path) -
 def test_the_client_uses_the_kept_token_only_for_the_kept_address(tmp_path: Path) -> None:
     access = keep(tmp_path, url="http://127.0.0.1:8765/")
     env = {"GPUJOBS_DATA_DIR": str(tmp_path), "HOME": str(tmp_path)}
-    client = Client(env=env)
-    assert client.url == access.url and client._http.headers["Authorization"] == f"token {access.token}"
-    client.close()
-    same = Client(env={**env, "GPUJOBS_URL": "http://127.0.0.1:8765"})
-    assert same._http.headers["Authorization"] == f"token {access.token}"
-    same.close()
+    for given in ({}, {"GPUJOBS_URL": "http://127.0.0.1:8765"}):
+        with Client(env={**env, **given}) as client:  # the token waits for the service's proof
+            assert client.url == access.url and isinstance(client._http.auth, LocalTokenAuth)
+            assert "Authorization" not in client._http.headers
     with pytest.raises(ApiError, match="no token"):  # never sent to another address
         Client(env={**env, "GPUJOBS_URL": "http://elsewhere:8000/services/gpujobs/"})
     with pytest.raises(ApiError, match="start `gpujobs serve`"):
@@ -76,6 +76,8 @@ def test_who_the_one_user_is() -> None:
     with pytest.raises(LocalModeRefused, match="root or a system account"):
         local_user(Settings(nvml=False, local_user="daemon"), euid=0)
     assert local_user(Settings(nvml=False, local_user="ada"), euid=1000) == ("ada", 1000)
+    with pytest.raises(LocalModeRefused, match="has no name on this machine"):
+        local_user(Settings(nvml=False), euid=54321)  # a container's --user with no account
     # With pods for jobs, any name will do, and the token file stays the service's.
     assert local_user(Settings(nvml=False, executor="kubernetes"), euid=0) == ("root", 0)
 
@@ -87,3 +89,40 @@ def test_an_ordinary_accounts_service_runs_its_one_users_jobs_as_itself_and_nobo
         find_account(solo, "bob", euid=1000)
     with pytest.raises(Forbidden, match="unprivileged account"):  # under a hub, no user is the service
         find_account(Settings(nvml=False, local_user="ada", hub_api_url="http://hub/api"), "ada", euid=1000)
+
+
+class Squatter(http.server.BaseHTTPRequestHandler):
+    """Another program on the service's port while the service is down: it notes what it is sent."""
+
+    seen: list[str] = []
+
+    def do_GET(self) -> None:
+        Squatter.seen.append(self.headers.get("Authorization") or "")
+        body = b'{"success": true, "data": {"proof": "0000"}, "message": "", "timestamp": ""}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_the_kept_token_goes_only_to_a_service_that_proves_it_holds_it(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Squatter)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        access = keep(tmp_path, url=url)
+        env = {"GPUJOBS_DATA_DIR": str(tmp_path), "HOME": str(tmp_path), "JUPYTERHUB_API_TOKEN": "hub-tok"}
+        with (
+            Client(env=env) as client,
+            pytest.raises(ApiError, match="cannot prove it is the gpujobs service"),
+        ):
+            client.gpu_status()
+        assert Squatter.seen and not any(access.token in seen or "hub-tok" in seen for seen in Squatter.seen)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -85,6 +85,10 @@ def test_news_from_the_executor_is_recorded_once() -> None:
             "its code had already ended by itself (exit code 3) before the stop reached it",
         ),
         (Observation(Phase.ENDED, JobStatus.CANCELLED, reason="Cancelled", exit_code=143), None),  # stopped
+        (
+            Observation(Phase.ENDED, JobStatus.FAILED, reason="Timeout", exit_code=143),
+            None,
+        ),  # gpujobs ended it
         (LOST, None),  # nothing known of how it ended
         (ABSENT, None),  # it never ran
     ],

@@ -16,18 +16,20 @@ Example::
 
 from __future__ import annotations
 
+import hmac
 import os
 import random
+import secrets
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from ..localaccess import read_local_access
+from ..localaccess import local_proof, read_local_access
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -87,6 +89,38 @@ def _portable_path(script: str, env: Mapping[str, str]) -> str:
     return absolute
 
 
+class LocalTokenAuth(httpx.Auth):
+    """The token a service without a hub keeps for its user, sent only after whatever listens at the
+    service's address has answered a fresh nonce with proof that it holds the same token: while the
+    service is down, another program on its port would otherwise collect the token."""
+
+    requires_response_body = True
+
+    def __init__(self, token: str, proof_url: str) -> None:
+        self._token = token
+        self._proof_url = proof_url
+        self._proven = False
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if not self._proven:
+            nonce = secrets.token_hex(16)
+            answer = yield httpx.Request("GET", self._proof_url, params={"nonce": nonce})
+            try:
+                proof = answer.json()["data"]["proof"]
+            except (ValueError, KeyError, TypeError):
+                proof = None
+            if not isinstance(proof, str) or not hmac.compare_digest(proof, local_proof(self._token, nonce)):
+                where = self._proof_url.rsplit("/api/", 1)[0] + "/"
+                raise ApiError(
+                    0,
+                    f"what answers at {where} cannot prove it is the gpujobs service that keeps your "
+                    "token (is it running?): the token was not sent",
+                )
+            self._proven = True
+        request.headers["Authorization"] = f"token {self._token}"
+        yield request
+
+
 class Client:
     """Talks to the gpujobs service.
 
@@ -114,12 +148,15 @@ class Client:
         env = os.environ if env is None else env
         url = url or _service_url_from_env(env)
         token = token or env.get("GPUJOBS_TOKEN") or env.get("JUPYTERHUB_API_TOKEN")
+        auth: httpx.Auth | None = None
         if not url or not token:
             # A service without a hub on this machine leaves its address and its user's token in its
-            # data dir; its token is only ever sent to its own address.
+            # data dir.  That token goes only to that address, and only once whatever answers there
+            # has proved it holds it; no other token goes there.
             local = read_local_access(env)
             if local is not None and (not url or url.rstrip("/") == local.url.rstrip("/")):
-                url, token = url or local.url, token or local.token
+                url, token = local.url, local.token
+                auth = LocalTokenAuth(local.token, local.url.rstrip("/") + "/api/local/proof")
         if not url:
             raise ApiError(
                 0,
@@ -134,9 +171,8 @@ class Client:
         self.url = url.rstrip("/") + "/"
         self._env = env
         self._submit_retry_delays = tuple(submit_retry_delays)
-        self._http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"token {token}"}, timeout=timeout
-        )
+        headers = {} if auth is not None else {"Authorization": f"token {token}"}
+        self._http = httpx.Client(base_url=self.url, headers=headers, auth=auth, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -372,12 +408,15 @@ def _not_the_service(url: str, response: httpx.Response) -> str:
     """What to say when the answer is not gpujobs' JSON: most often the URL is JupyterHub's own (its
     login redirect, its pages), and the service lives under it at /services/gpujobs/."""
     text = f"{url} answered {response.status_code} with no gpujobs answer (not JSON)"
-    hub_like = response.is_redirect and "/hub/" in response.headers.get("location", "")
-    hub_like = hub_like or "/services/gpujobs" not in url
-    if not hub_like:
-        return text
     parts = urlsplit(url)
-    root = parts.path.split("/hub/", 1)[0].split("/services/", 1)[0].rstrip("/")
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    redirected_to_hub = response.is_redirect and "/hub/" in response.headers.get("location", "")
+    if not (redirected_to_hub or "/hub/" in path or "/user/" in path):
+        return text  # a service of its own (no hub), a proxy's error page: nothing to advise
+    root = path
+    for marker in ("/hub/", "/user/", "/services/"):
+        root = root.split(marker, 1)[0]
+    root = root.rstrip("/")
     service = urlunsplit((parts.scheme, parts.netloc, f"{root}/services/gpujobs/", "", ""))
     return f"{text}: that looks like JupyterHub itself, not its gpujobs service; use {service}"
 

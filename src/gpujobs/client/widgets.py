@@ -79,7 +79,9 @@ class GpuStatusView(W.VBox):
         stale = ", <b>stale</b>: the cluster has not been heard from" if status.get("stale") else ""
         self.summary.value = (
             f"<b>{status['available_gpus']} of {status['total_gpus']} GPUs free</b> "
-            f"<small>({html.escape(status['source'])}, updated {_age(status['last_updated'], now)}"
+            # On a cluster, synced_at is when the view last matched it (a quiet cluster changes nothing).
+            f"<small>({html.escape(status['source'])}, updated "
+            f"{_age(status.get('synced_at') or status['last_updated'], now)}"
             f"{stale})</small>"
         )
         rows = "".join(

@@ -86,6 +86,7 @@ def ended_before_the_stop(job: JobRecord, seen: Observation) -> str | None:
         return None
     if seen.status is JobStatus.COMPLETED:
         return "its code had already finished (exit code 0) before the stop reached it"
-    if seen.status is JobStatus.FAILED and seen.exit_code is not None and seen.reason != "Lost":
+    # Only an exit of the code's own: a timeout, a memory kill or a failed install was gpujobs' doing.
+    if seen.status is JobStatus.FAILED and seen.exit_code is not None and seen.reason == "NonZeroExit":
         return f"its code had already ended by itself (exit code {seen.exit_code}) before the stop reached it"
     return None

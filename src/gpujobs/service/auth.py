@@ -22,7 +22,7 @@ from jupyterhub.services.auth import check_scopes
 
 from ..config import Settings
 from ..errors import DependencyUnavailable, Forbidden, NotAuthenticated
-from ..localaccess import LocalAccess
+from ..localaccess import LocalAccess, local_proof
 
 log = logging.getLogger(__name__)
 _MAX_CACHED = 10_000
@@ -66,6 +66,9 @@ class LocalAuthenticator:
             scopes=frozenset({f"access:services!service={settings.service_name}"}),
         )
         self._where = access_file
+
+    def proof(self, nonce: str) -> str:
+        return local_proof(self._token.decode(), nonce)
 
     async def user_for_token(self, token: str) -> HubUser:
         if hmac.compare_digest(token.encode(), self._token):

@@ -31,10 +31,19 @@ def local_user(settings: Settings, *, euid: int | None = None) -> tuple[str, int
         raise LocalModeRefused(
             f"local_user {name!r} is not a user name (letters, digits, '.', '_', '@', '-')"
         )
+    if name is None:
+        try:
+            own_name: str | None = pwd.getpwuid(euid).pw_name
+        except KeyError:  # a uid with no account (a container run with --user 12345)
+            own_name = None
     if euid != 0:
-        return name or pwd.getpwuid(euid).pw_name, euid
+        if name is None and own_name is None:
+            raise LocalModeRefused(
+                f"this account (uid {euid}) has no name on this machine: name the user with --local-user NAME"
+            )
+        return name or str(own_name), euid
     if settings.executor == "kubernetes":  # jobs run in pods, as non-root users: any name will do
-        name = name or pwd.getpwuid(euid).pw_name
+        name = name or own_name or "root"
         try:
             return name, pwd.getpwnam(account_name(settings, name)).pw_uid
         except KeyError:

@@ -18,10 +18,11 @@ from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from ..errors import Forbidden, GpujobsError, InvalidSpec, NotFound, http_status
 from ..gpustatus import ALL_NODES, NodeQuery, holders
+from ..gputypes import normalise_gpu_type
 from ..models import Envelope, ErrorDetail, GpuStatus, JobList, JobLogs, JobSpec, JobStatus, JobView
 from ..store import repository as repo
 from .audit import audit
-from .auth import HubUser, token_from_header
+from .auth import HubUser, LocalAuthenticator, token_from_header
 from .health import assess
 from .responses import envelope, failure
 from .runtime import Runtime
@@ -98,7 +99,8 @@ async def gpu_status(
             raise InvalidSpec(
                 "limit, cursor, gpu_type and free choose nodes to list: drop nodes=false", field="nodes"
             )
-        query = NodeQuery(limit=limit, cursor=cursor, gpu_type=gpu_type, free=free)
+        wanted = normalise_gpu_type(gpu_type, aliases=rt.settings.gpu_type_aliases) if gpu_type else None
+        query = NodeQuery(limit=limit, cursor=cursor, gpu_type=wanted, free=free)
     active = rt.live.holding()
     inventory = rt.executor.inventory()
     status = rt.gpu_status.render(
@@ -367,6 +369,18 @@ async def api_docs(rt: Rt) -> Response:
     if not rt.settings.api_docs or swagger_ui_folder() is None:
         raise NotFound("the interactive API docs are off here (api_docs); see openapi.json")
     return HTMLResponse(_DOCS)
+
+
+@router.get("/api/local/proof", response_model=Envelope[dict[str, str]], tags=["service"])
+async def local_proof(
+    rt: Rt,
+    nonce: Annotated[str, Query(pattern="^[0-9a-f]{32,128}$", description="A fresh random hex string.")],
+) -> Response:
+    """Without a hub: proof that this service holds the token it keeps in its data dir (an HMAC of
+    ``nonce``), which the client asks for before it sends that token.  Not found under a hub."""
+    if not isinstance(rt.auth, LocalAuthenticator):
+        raise NotFound("this service runs under JupyterHub: there is no local token to prove")
+    return envelope({"proof": rt.auth.proof(nonce)}, "proof of the local token")
 
 
 @router.get("/healthz", response_model=Envelope[dict[str, Any]], tags=["service"])

@@ -125,7 +125,7 @@ class Store:
         """Return once the store is past resourceVersion ``after``, or when ``timeout`` passes."""
         if self.rv > after:
             return
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):  # not the builtin TimeoutError before 3.11
             await asyncio.wait_for(self._changed.wait(), timeout=timeout)
 
     def _put(self, kind: str, key: Key, obj: dict[str, Any] | None) -> None:
