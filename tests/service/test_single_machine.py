@@ -124,43 +124,25 @@ def test_without_a_hub_one_user_gets_a_token_and_the_cli_finds_it(
         service.stop()
 
 
-def test_as_root_without_a_hub_the_user_must_be_named(root_folder: Path) -> None:
-    started = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gpujobs.cli",
-            "serve",
-            "--data-dir",
-            str(root_folder / "data"),
-            "--port",
-            "1",
-        ],
-        env=without_hub(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert started.returncode == 2
-    assert "--local-user NAME" in started.stderr and "root never runs jobs" in started.stderr
+def serve_refused(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``gpujobs serve`` without a hub, expected to refuse at once (no port is ever bound)."""
+    serve = [sys.executable, "-m", "gpujobs.cli", "serve"]
+    command = [*serve, "--data-dir", str(data_dir), "--port", "1", *args]
+    return subprocess.run(command, env=without_hub(), capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ((), ["--local-user NAME", "root never runs jobs"]),  # as root, the user must be named
+        (("--local-user", "nobody-here-x"), ["no account 'nobody-here-x'"]),
+        (("--local-user", "daemon"), ["root or a system account"]),
+    ],
+    ids=["unnamed", "no-such-account", "system-account"],
+)
+def test_as_root_without_a_hub_the_user_must_be_an_ordinary_account(
+    root_folder: Path, args: tuple[str, ...], says: list[str]
+) -> None:
+    started = serve_refused(root_folder / "data", *args)
+    assert started.returncode == 2 and all(text in started.stderr for text in says), started.stderr
     assert not (root_folder / "data" / ACCESS_FILE).exists()
-
-
-def test_a_local_user_that_is_no_account_is_refused_at_start(root_folder: Path) -> None:
-    started = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gpujobs.cli",
-            "serve",
-            "--data-dir",
-            str(root_folder / "data"),
-            "--local-user",
-            "nobody-here-x",
-        ],
-        env=without_hub(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert started.returncode == 2 and "no account 'nobody-here-x'" in started.stderr
