@@ -78,8 +78,9 @@ def keep_local_access(data_dir: Path, *, url: str, user: str, owner_uid: int | N
     change), else a new one.  Written whole or not at all (a temporary file renamed), ``0600``, and
     owned by ``owner_uid`` (the local user, when the service runs as root)."""
     path = data_dir / ACCESS_FILE
-    try:
-        earlier = _parse(path.read_text(encoding="utf-8"))
+    try:  # never through a link: the token kept is only ever the one this service wrote here
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as handle:
+            earlier = _parse(handle.read())
     except OSError:
         earlier = None
     token = earlier.token if earlier is not None and earlier.user == user else secrets.token_hex(32)

@@ -126,3 +126,15 @@ def test_the_kept_token_goes_only_to_a_service_that_proves_it_holds_it(tmp_path:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_link_in_place_of_the_file_is_never_followed(tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+    elsewhere = keep(tmp_path / "other")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / ACCESS_FILE).symlink_to(tmp_path / "other" / ACCESS_FILE)
+    made = keep(folder)
+    assert made.token != elsewhere.token  # not taken over from the file the link pointed at
+    assert not (folder / ACCESS_FILE).is_symlink()  # replaced, and the other file left as it was
+    assert read_local_access({"GPUJOBS_DATA_DIR": str(tmp_path / "other")}) == elsewhere
