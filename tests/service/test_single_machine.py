@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gpujobs.localaccess import ACCESS_FILE, read_local_access
+from gpujobs.localaccess import ACCESS_FILE, local_proof, read_local_access
 from helpers import ServiceProcess
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make an account and switch to it")
@@ -107,6 +107,11 @@ def test_without_a_hub_one_user_gets_a_token_and_the_cli_finds_it(
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert f"uid {account.pw_uid}" in ran.stdout  # the user's own account, never root
 
+        with service.client(None) as anyone:  # the proof needs no token, and gives none away
+            nonce = "ab" * 16
+            proof = anyone.get("api/local/proof", params={"nonce": nonce}).json()["data"]["proof"]
+            assert proof == local_proof(access.token, nonce) and access.token not in proof
+            assert anyone.get("api/local/proof", params={"nonce": "x"}).status_code == 422
         with service.client("not-the-token") as stranger:
             refused = stranger.get("api/k8s/jobs")
         assert refused.status_code == 401 and str(access_file) in refused.json()["message"]

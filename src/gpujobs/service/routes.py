@@ -371,7 +371,15 @@ async def api_docs(rt: Rt) -> Response:
     return HTMLResponse(_DOCS)
 
 
-@router.get("/api/local/proof", response_model=Envelope[dict[str, str]], tags=["service"])
+_PROOF_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": Envelope[ErrorDetail], "description": "The service runs under JupyterHub: no local token"},
+    422: _ERRORS[422],
+}
+
+
+@router.get(
+    "/api/local/proof", response_model=Envelope[dict[str, str]], responses=_PROOF_ERRORS, tags=["service"]
+)
 async def local_proof(
     rt: Rt,
     nonce: Annotated[str, Query(pattern="^[0-9a-f]{32,128}$", description="A fresh random hex string.")],
