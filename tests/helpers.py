@@ -1,4 +1,4 @@
-"""Test helpers: a real gpujobs service in a subprocess, waiting on conditions, spec builders."""
+"""Test helpers: the gpujobs service in a subprocess or in-process, waiting on conditions, builders."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import yaml
 
 from gpujobs.testing.fakehub import FakeHub
 from gpujobs.testing.processes import ServiceProcess, free_port, wait_for
+from inprocess import InProcessService
 
 __all__ = ["Api", "ServiceProcess", "World", "free_port", "pid_alive", "script", "wait_for"]
 
@@ -84,7 +85,7 @@ class World:
         for name in ("alice", "bob", "root-admin"):
             (self.homes / name).mkdir(parents=True, exist_ok=True)
         (self.shared / "examples").mkdir(parents=True, exist_ok=True)
-        self.services: list[ServiceProcess] = []
+        self.services: list[ServiceProcess | InProcessService] = []
 
     @property
     def env(self) -> dict[str, str]:
@@ -106,6 +107,14 @@ class World:
         self, *args: str, env: dict[str, str] | None = None, data_dir: Path | None = None
     ) -> ServiceProcess:
         service = ServiceProcess(data_dir or self.root / "data", {**self.env, **(env or {})}, list(args))
+        self.services.append(service.start())
+        return service
+
+    def start_in_process(
+        self, *args: str, env: dict[str, str] | None = None, data_dir: Path | None = None
+    ) -> InProcessService:
+        """The same service as ``start``, in this process (see ``inprocess``): no process start."""
+        service = InProcessService(data_dir or self.root / "data", {**self.env, **(env or {})}, list(args))
         self.services.append(service.start())
         return service
 

@@ -119,20 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def serve_overrides(options: argparse.Namespace) -> dict[str, Any]:
+    """The settings ``serve``'s options give (None where an option was not given)."""
+    return {
+        "executor": options.executor,
+        "data_dir": options.data_dir,
+        "simulate_gpus": options.simulate_gpus,
+        "host": options.host,
+        "port": options.port,
+        "log_level": options.log_level,
+        "kubeconfig": options.kubeconfig,
+        "local_user": options.local_user,
+    }
+
+
 def _serve(options: argparse.Namespace) -> int:
     from .service.main import serve
 
-    return serve(
-        config_file=options.config,
-        executor=options.executor,
-        data_dir=options.data_dir,
-        simulate_gpus=options.simulate_gpus,
-        host=options.host,
-        port=options.port,
-        log_level=options.log_level,
-        kubeconfig=options.kubeconfig,
-        local_user=options.local_user,
-    )
+    return serve(config_file=options.config, **serve_overrides(options))
 
 
 def _fake_cluster(options: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ def service_args(cluster: FakeCluster, tmp_path_factory) -> list[str]:
 def alice(service_args: list[str], module_world, tmp_path_factory) -> Api:
     wheels = tiny_wheel_folder(tmp_path_factory.mktemp("wheels"))
     images = "gpujobs-runtime:cpu,gpujobs-runtime:gpu,registry.example/does-not-exist:1"
-    service = module_world.start(
+    service = module_world.start_in_process(
         *service_args,
         env={"GPUJOBS_ALLOWED_IMAGES": images, "GPUJOBS_PIP_EXTRA_ARGS": f"--no-index,--find-links={wheels}"},
     )

@@ -50,7 +50,7 @@ def service_args(cluster: FakeCluster, tmp_path_factory) -> list[str]:
 
 @pytest.fixture(scope="module")
 def alice(module_world, service_args: list[str]) -> Api:
-    service = module_world.start(*service_args, env=FAST)
+    service = module_world.start_in_process(*service_args, env=FAST)
     return Api(service.client(module_world.hub.add_user("alice")))
 
 
@@ -338,7 +338,8 @@ def test_the_service_killed_mid_launch_never_runs_a_job_twice(
         assert api.wait_status(job_id, "failed")["reason"] == "Lost"
     (tmp_path / "go").touch()
     for job_id in set(tokens.values()) - set(deleted):
-        assert api.wait_status(job_id, "completed", "failed", timeout=120)["status"] == "completed"
+        ended = api.wait_status(job_id, "completed", "failed", timeout=120)
+        assert ended["status"] == "completed", ended
     assert max(runs.count(token) for token in tokens) == 1  # 0 for a deleted job that never started
 
 
@@ -348,7 +349,7 @@ def test_a_service_started_while_the_api_server_is_away_takes_jobs_and_runs_them
     runs, token = Runs(tmp_path), uuid.uuid4().hex
     cluster.stop_api()
     try:
-        service = world.start(*service_args, env=FAST)
+        service = world.start_in_process(*service_args, env=FAST)
         api = Api(service.client(world.hub.add_user("alice")))
         assert health(api)["status"] == "degraded" and gpu_status(api)["stale"] is True
         assert gpu_status(api)["synced_at"] is None  # never in touch yet: it says so

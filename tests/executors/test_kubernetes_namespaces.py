@@ -32,7 +32,7 @@ def kubeconfig(cluster: FakeCluster, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def service(kubeconfig: Path, module_world):
-    return module_world.start(
+    return module_world.start_in_process(
         "--executor",
         "kubernetes",
         "--kubeconfig",
@@ -110,7 +110,7 @@ def test_cancel_and_restart_find_the_job_in_its_namespace(
 def test_a_missing_namespace_that_gpujobs_may_not_create_fails_the_job_clearly(
     kubeconfig: Path, module_world, tmp_path: Path
 ) -> None:
-    service = module_world.start(
+    service = module_world.start_in_process(
         "--executor", "kubernetes", "--kubeconfig", str(kubeconfig), env=PER_USER, data_dir=tmp_path / "data"
     )
     carol = Api(service.client(module_world.hub.add_user("carol")))

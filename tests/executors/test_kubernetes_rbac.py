@@ -36,7 +36,7 @@ def test_the_manifest_grants_exactly_what_the_executor_does(
         kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig", namespace="gpujobs")
         (tmp_path / "wheels").mkdir()
         wheels = tiny_wheel_folder(tmp_path / "wheels")
-        service = world.start(
+        service = world.start_in_process(
             "--executor",
             "kubernetes",
             "--kubeconfig",

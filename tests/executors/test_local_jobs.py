@@ -20,7 +20,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def service(module_world, wheels: Path):
-    return module_world.start(
+    return module_world.start_in_process(
         "--simulate-gpus",
         "a100-80gb:2,t4:1",
         env={"GPUJOBS_PIP_EXTRA_ARGS": f"--no-index,--find-links={wheels}"},

@@ -9,7 +9,7 @@ from helpers import Api, script, wait_for
 
 
 def test_operations_and_refusals_are_audited_and_only_admins_read_them(world) -> None:
-    service = world.start(env={"GPUJOBS_ADMIN_USERS": "root-admin"})
+    service = world.start_in_process(env={"GPUJOBS_ADMIN_USERS": "root-admin"})
     alice = Api(service.client(world.hub.add_user("alice")))
     admin = service.client(world.hub.add_user("root-admin", admin=True))
     job = alice.submit_ok(**script("import time; time.sleep(30)"))
@@ -53,11 +53,11 @@ def test_operations_and_refusals_are_audited_and_only_admins_read_them(world) ->
 
 
 def test_the_audit_log_survives_a_restart_and_keeps_counting(world) -> None:
-    service = world.start(env={"GPUJOBS_ADMIN_USERS": "root-admin"})
+    service = world.start_in_process(env={"GPUJOBS_ADMIN_USERS": "root-admin"})
     alice = Api(service.client(world.hub.add_user("alice")))
     alice.submit_ok(**script("print(1)"))
     service.stop()
-    again = world.start(env={"GPUJOBS_ADMIN_USERS": "root-admin"})
+    again = world.start_in_process(env={"GPUJOBS_ADMIN_USERS": "root-admin"})
     admin = again.client(world.hub.add_user("root-admin", admin=True))
     entries = wait_for(lambda: admin.get("api/k8s/audit").json()["data"]["entries"], what="the audit log")
     assert [e["action"] for e in reversed(entries)] == ["start", "submit", "start"]
@@ -65,6 +65,7 @@ def test_the_audit_log_survives_a_restart_and_keeps_counting(world) -> None:
 
 
 def test_the_client_is_the_address_the_local_proxy_added_not_one_the_caller_claims(world) -> None:
+    # The forwarded address is read by uvicorn (trusted from the local proxy): a real process.
     service = world.start(env={"GPUJOBS_ADMIN_USERS": "root-admin"})
     admin = service.client(world.hub.add_user("root-admin", admin=True))
     # The hub's proxy appends the address it saw; what comes before is the caller's claim.

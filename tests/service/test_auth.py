@@ -4,7 +4,7 @@ from helpers import Api, script
 
 
 def test_no_token_bad_token_and_token_in_url_are_401(world) -> None:
-    service = world.start()
+    service = world.start_in_process()
     alice = world.hub.add_user("alice")
     anonymous = service.client(None)
     for response in (
@@ -20,7 +20,7 @@ def test_no_token_bad_token_and_token_in_url_are_401(world) -> None:
 
 
 def test_bearer_and_token_schemes_both_work(world) -> None:
-    service = world.start()
+    service = world.start_in_process()
     token = world.hub.add_user("alice")
     http = service.client(None)
     for header in (f"token {token}", f"Bearer {token}"):
@@ -28,7 +28,7 @@ def test_bearer_and_token_schemes_both_work(world) -> None:
 
 
 def test_scope_and_kind_are_checked(world) -> None:
-    service = world.start()
+    service = world.start_in_process()
     no_scope = world.hub.add_user("alice", scopes=("read:users:name!user=alice",))
     other_service = world.hub.add_user("carol", scopes=("access:services!service=other",))
     unfiltered = world.hub.add_user("dave", scopes=("access:services",))  # what an admin's token carries
@@ -41,7 +41,7 @@ def test_scope_and_kind_are_checked(world) -> None:
 
 
 def test_hub_down_is_503_for_unknown_tokens_but_cached_ones_still_work(world) -> None:
-    service = world.start()
+    service = world.start_in_process()
     known = world.hub.add_user("alice")
     fresh = world.hub.add_user("bob")
     assert service.client(known).get("api/k8s/jobs").status_code == 200
@@ -52,7 +52,7 @@ def test_hub_down_is_503_for_unknown_tokens_but_cached_ones_still_work(world) ->
 
 
 def test_users_see_only_their_own_jobs_and_admins_see_all(world) -> None:
-    service = world.start(env={"GPUJOBS_ADMIN_GROUPS": "gpu-admins"})
+    service = world.start_in_process(env={"GPUJOBS_ADMIN_GROUPS": "gpu-admins"})
     alice = Api(service.client(world.hub.add_user("alice")))
     bob = Api(service.client(world.hub.add_user("bob")))
     admin = Api(service.client(world.hub.add_user("root-admin", admin=True)))
@@ -79,7 +79,7 @@ def test_users_see_only_their_own_jobs_and_admins_see_all(world) -> None:
 
 
 def test_the_owner_is_never_taken_from_the_body(world) -> None:
-    service = world.start()
+    service = world.start_in_process()
     mallory = Api(service.client(world.hub.add_user("mallory")))
     response = mallory.submit(**script("print(1)"), user="alice")
     assert response.status_code == 422
@@ -87,7 +87,7 @@ def test_the_owner_is_never_taken_from_the_body(world) -> None:
 
 
 def test_groups_come_from_the_hub_when_the_token_cannot_read_them(world) -> None:
-    service = world.start(env={"GPUJOBS_ADMIN_GROUPS": "gpu-admins"})
+    service = world.start_in_process(env={"GPUJOBS_ADMIN_GROUPS": "gpu-admins"})
     token = world.hub.add_user("ops", groups=("gpu-admins",), expose_groups=False)
     assert service.client(token).get("api/k8s/jobs", params={"user": "*"}).status_code == 200
     assert "/hub/api/users/ops" in world.hub.requests  # asked with the service's own token

@@ -2,7 +2,7 @@ from helpers import Api, script, wait_for
 
 
 def test_jobs_are_listed_newest_first_page_by_page_and_filtered(world) -> None:
-    service = world.start(env={"GPUJOBS_ADMISSION_PAUSED": "true"})
+    service = world.start_in_process(env={"GPUJOBS_ADMISSION_PAUSED": "true"})
     alice = Api(service.client(world.hub.add_user("alice")))
     ids = [alice.submit_ok(**script("print(1)", name=f"job{i}"))["job_id"] for i in range(7)]
     first = alice.http.get("api/k8s/jobs", params={"limit": 3}).json()["data"]

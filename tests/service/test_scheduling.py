@@ -30,7 +30,7 @@ HOLD = "import os, time\nwhile not os.path.exists({path!r}):\n    time.sleep(0.0
 def world(module_world, tmp_path_factory):
     config = tmp_path_factory.mktemp("config") / "gpujobs.yaml"
     config.write_text(CONFIG)
-    service = module_world.start("--config", str(config), "--simulate-gpus", "a100-80gb:2,t4:2")
+    service = module_world.start_in_process("--config", str(config), "--simulate-gpus", "a100-80gb:2,t4:2")
     hub = module_world.hub
 
     def api(name: str, **kwargs) -> Api:

@@ -15,7 +15,9 @@ def setup(module_world):
     os.symlink(homes / "bob" / "secret.py", homes / "alice" / "escape.py")
     (shared / "examples" / "ml_training_example.py").write_text("print('ml')\n")
     # The brief's examples ask for up to 8 cores: offered here whatever this machine has.
-    service = module_world.start("--simulate-gpus", "a100-80gb:2,t4:1", env={"GPUJOBS_LOCAL_CPU_CORES": "16"})
+    service = module_world.start_in_process(
+        "--simulate-gpus", "a100-80gb:2,t4:1", env={"GPUJOBS_LOCAL_CPU_CORES": "16"}
+    )
     return service, Api(service.client(module_world.hub.add_user("alice")))
 
 

@@ -18,7 +18,7 @@ def _assets(html: str) -> list[str]:
 
 
 def test_pages_and_answers_carry_the_security_headers(world) -> None:
-    service = world.start()
+    service = world.start_in_process()
     alice = service.client(world.hub.add_user("alice"))
     anonymous = service.client(None)
     for response in (
@@ -38,7 +38,7 @@ def test_pages_and_answers_carry_the_security_headers(world) -> None:
 
 
 def test_the_docs_and_landing_page_load_everything_from_the_service_itself(world) -> None:
-    service = world.start()
+    service = world.start_in_process()
     http = service.client(None)
     for page in ("", "docs"):
         html = http.get(page).text
@@ -55,18 +55,18 @@ def test_the_docs_and_landing_page_load_everything_from_the_service_itself(world
 
 
 def test_docs_can_be_turned_off(world) -> None:
-    service = world.start(env={"GPUJOBS_API_DOCS": "false"})
+    service = world.start_in_process(env={"GPUJOBS_API_DOCS": "false"})
     answer = service.client(None).get("docs")
     assert answer.status_code == 404 and "api_docs" in answer.json()["message"]
 
 
 def test_cors_is_off_by_default_and_allows_only_the_listed_origins(world) -> None:
-    plain = world.start()
+    plain = world.start_in_process()
     preflight = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
     answer = plain.client(None).options("api/k8s/submit-job", headers=preflight)
     assert "access-control-allow-origin" not in answer.headers
 
-    allowing = world.start(
+    allowing = world.start_in_process(
         env={"GPUJOBS_CORS_ORIGINS": "https://dash.example"}, data_dir=world.root / "data-cors"
     )
     http = allowing.client(None)
