@@ -31,7 +31,7 @@ from .auth import Authenticator, HubAuthenticator, LocalAuthenticator
 from .health import DataDirLock, LoopLag, Maintenance
 from .jobs import JobService
 from .localmode import how_to_use, prepare_local_access
-from .metrics import Metrics
+from .metrics import Metrics, RequestTimer
 from .responses import BodyLimit, on_domain_error, on_http_error, on_unexpected, on_validation_error
 from .routes import router
 from .runtime import Runtime
@@ -58,6 +58,7 @@ def create_app(
     """The service.  ``run_loops=False`` leaves the scheduler and the reconciler idle, for tests that
     drive them a step at a time (``scheduler.cycle()``, ``reconciler.pass_once()``)."""
     prefix = settings.service_prefix.rstrip("/")
+    metrics = Metrics()  # made here: the request timer below observes into it
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +81,7 @@ def create_app(
         executor.wake = reconciler.wake
         jobs = JobService(settings, store, executor, scheduler, on_cancel=reconciler.wake)
         store.subscribe(jobs.on_commit)
+        store.subscribe(metrics.on_commit)
         lag = LoopLag()
         maintenance = Maintenance(store)
         audit_log = AuditLog(
@@ -96,7 +98,7 @@ def create_app(
             reconciler=reconciler,
             jobs=jobs,
             auth=auth,
-            metrics=Metrics(),
+            metrics=metrics,
             version=__version__,
             lag=lag,
             audit=audit_log,
@@ -155,6 +157,7 @@ def create_app(
     app.include_router(router, prefix=prefix)
     app.include_router(audit_router, prefix=prefix)
     add_web(app, settings, prefix)
+    app.add_middleware(RequestTimer, histogram=metrics.request_seconds)  # outermost: times everything
     _publish_spec_schema(app)
     return app
 

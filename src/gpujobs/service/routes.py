@@ -428,7 +428,8 @@ async def metrics(rt: Rt) -> Response:
     held: dict[str, set[str]] = {}
     for node, index in holders(rt.live.holding()):
         held.setdefault(node, set()).add(index)
-    body = rt.metrics.render(counts, rt.executor.inventory(), held, loop_lag=rt.lag.last)
+    queued = (entry.priority for entry in rt.live.queue.entries())
+    body = rt.metrics.render(counts, rt.executor.inventory(), held, queued, loop_lag=rt.lag.last)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
