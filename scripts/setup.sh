@@ -12,6 +12,12 @@ want=$(cat pyproject.toml requirements/dev.lock | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "== gpujobs: creating .venv and installing from requirements/dev.lock (about four minutes the first time)"
     "$PYTHON" -m venv --clear .venv
+    # First the locked pip itself: the pip a venv starts with may be old (23.2 fails a hash-checked
+    # install when a package asks for a locked one with extras and a newer release of it exists).
+    pip_pin=$(mktemp)
+    sed -n '/^pip==/,/^[^ ]/p' requirements/dev.lock | grep -E '^(pip==| )' > "$pip_pin"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r "$pip_pin" 2>&1 | grep -v '^WARNING: Location' || true
+    rm -f "$pip_pin"
     # Every package exactly as locked, each checked against its hash; then gpujobs itself from this
     # tree, with the locked setuptools (scripts/lock.sh makes the lock: an upgrade is a reviewed change).
     .venv/bin/python -m pip install --quiet --require-hashes -r requirements/dev.lock 2>&1 | grep -v '^WARNING: Location' || true

@@ -60,12 +60,15 @@ def test_every_declared_dependency_is_locked_within_its_range_with_hashes(
             f"{lock} pins {name}=={version}, outside {requirement}: run scripts/lock.sh"
         )
     assert "setuptools" in locked  # gpujobs itself is built with it, without build isolation
+    assert "pip" in locked  # installed first: the pip a venv or an image starts with may be too old
 
 
 def test_setup_and_the_service_image_install_from_the_locks() -> None:
     setup = (REPO / "scripts" / "setup.sh").read_text()
     assert "--require-hashes -r requirements/dev.lock" in setup
+    assert setup.index("/^pip==/") < setup.index("-r requirements/dev.lock")  # the locked pip first
     dockerfile = (REPO / "deploy" / "docker" / "service" / "Dockerfile").read_text()
     assert "--require-hashes -r /opt/gpujobs/requirements/service.lock" in dockerfile
+    assert dockerfile.index("/^pip==/") < dockerfile.index("-r /opt/gpujobs/requirements/service.lock")
     extras = re.search(r"/opt/gpujobs\[([a-z,]+)\]", dockerfile)
     assert extras is not None and set(extras[1].split(",")) == {"server", "kubernetes", "postgres"}
