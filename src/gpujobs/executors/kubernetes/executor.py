@@ -66,6 +66,10 @@ POLL_SECONDS = 0.25
 WATCH_RETRY_FIRST, WATCH_RETRY_LONGEST = 0.5, 5.0
 WATCHED = (Node, Pod, Job)
 LOST_AFTER_SECONDS = 5.0  # how long a job's Job must be missing from the watched cache to be gone
+# A failed Job whose pods the cache still shows running: the pods' watch lags behind the Jobs' (two
+# streams), and the pods' last states say why it failed.  Waited for this long, then the end is recorded
+# with what is known (a pod on a lost node may never report).
+POD_LAG_SECONDS = 5.0
 # How long a finished job's output is fetched again when the cluster does not give it, before its end
 # is recorded without it (the log then says what is missing).
 ARCHIVE_PATIENCE_SECONDS = 60.0
@@ -145,6 +149,7 @@ class KubernetesExecutor(Executor):
         self._stop_asked: set[str] = set()  # jobs a stop was asked for (a launch in flight checks)
         self._collected: set[str] = set()  # jobs whose logs were archived: never followed again
         self._missing_since: dict[str, float] = {}  # job id → when its Job was first missing
+        self._failed_unexplained_since: dict[str, float] = {}  # job id → when its Job failed, pods live
         self._archive_trouble: dict[str, float] = {}  # job id → when fetching its output first failed
         self._archive_given_up: set[str] = set()  # jobs whose log says what could not be fetched
         self._follow_trouble: dict[str, tuple[int, float]] = {}  # job id → (failures, next try at)
@@ -419,6 +424,9 @@ class KubernetesExecutor(Executor):
         if started and job.job_id not in self._followers and job.job_id not in self._collected:
             self._follow_again(job.job_id)
         outcome = _outcome(kube_job, pods)
+        pods_lag = live and _pods_must_explain(kube_job)
+        if outcome is not None and pods_lag and not self._waited_for_pods(job.job_id):
+            outcome = None  # the pods' last states are on their way: seen as they are until then
         if outcome is not None:
             return dataclasses.replace(outcome, settled=not live)
         if started:
@@ -428,6 +436,11 @@ class KubernetesExecutor(Executor):
             return _StuckCreating(stuck, attempts=len(pods))
         why_waiting = _waiting_message(pods)
         return Observation(Phase.STARTING, message=why_waiting) if why_waiting else STARTING
+
+    def _waited_for_pods(self, job_id: str) -> bool:
+        """Whether a failed Job's live pods have been waited for long enough (see POD_LAG_SECONDS)."""
+        moment = asyncio.get_running_loop().time()
+        return moment - self._failed_unexplained_since.setdefault(job_id, moment) >= POD_LAG_SECONDS
 
     async def _lost_or_not(self, job: JobRecord) -> Observation | None:
         """A Job missing from the cache for a while: lost if the API server does not have it either
@@ -520,7 +533,13 @@ class KubernetesExecutor(Executor):
         self._stop_following(job_id)
         for kept in (self._stop_asked, self._collected):
             kept.discard(job_id)
-        for memo in (self._deleted, self._missing_since, self._archive_trouble, self._follow_trouble):
+        for memo in (
+            self._deleted,
+            self._missing_since,
+            self._failed_unexplained_since,
+            self._archive_trouble,
+            self._follow_trouble,
+        ):
             memo.pop(job_id, None)
         self._stuck_checked.pop(job_id, None)
         self._archive_given_up.discard(job_id)
@@ -848,6 +867,15 @@ def _outcome(kube_job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
             Phase.ENDED, JobStatus.FAILED, reason=reason, message=message, exit_code=code, attempts=len(pods)
         )
     return None
+
+
+def _pods_must_explain(kube_job: Mapping[str, Any]) -> bool:
+    """A Job that failed for a reason only its pods tell (not its deadline): the Job controller counts
+    a pod as failed only once it has ended, so a pod the cache shows live means the cache lags."""
+    return any(
+        c.get("type") == "Failed" and c.get("status") == "True" and c.get("reason") != "DeadlineExceeded"
+        for c in kube_job.get("status", {}).get("conditions", []) or []
+    )
 
 
 def _finished(kube_job: Mapping[str, Any]) -> bool:
