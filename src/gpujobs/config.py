@@ -194,6 +194,27 @@ class Settings(BaseSettings):
     service_url: str | None = Field(
         None, validation_alias=AliasChoices("JUPYTERHUB_SERVICE_URL", "service_url")
     )
+    # The dashboard's login through the hub (OAuth), as JupyterHub tells a service it manages.
+    oauth_client_id: str | None = Field(
+        None,
+        validation_alias=AliasChoices("JUPYTERHUB_CLIENT_ID", "oauth_client_id"),
+        description="The hub's OAuth client of this service (default: service-<service_name>).",
+    )
+    oauth_callback_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("JUPYTERHUB_OAUTH_CALLBACK_URL", "oauth_callback_url"),
+        description="Where the hub sends a browser back after login (default: <prefix>oauth_callback).",
+    )
+    hub_host: str = Field(
+        "",
+        validation_alias=AliasChoices("JUPYTERHUB_HOST", "hub_host"),
+        description="The hub's public origin when it differs from the service's ('' when the same).",
+    )
+    hub_base_url: str = Field(
+        "/",
+        validation_alias=AliasChoices("JUPYTERHUB_BASE_URL", "hub_base_url"),
+        description="The hub's base URL.",
+    )
 
     @field_validator(
         "shared_roots",
@@ -277,6 +298,19 @@ class Settings(BaseSettings):
     def single_machine(self) -> bool:
         """No hub: one local user with a token from the data dir (``localaccess``)."""
         return not self.hub_api_url
+
+    @property
+    def client_id(self) -> str:
+        return self.oauth_client_id or f"service-{self.service_name}"
+
+    @property
+    def callback_url(self) -> str:
+        return self.oauth_callback_url or self.service_prefix.rstrip("/") + "/oauth_callback"
+
+    @property
+    def authorize_url(self) -> str:
+        """Where a browser logs in to the hub and is asked (once) to let this service know who it is."""
+        return f"{self.hub_host}{self.hub_base_url.rstrip('/')}/hub/api/oauth2/authorize"
 
     @property
     def jobs_dir(self) -> Path:

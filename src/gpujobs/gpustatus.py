@@ -99,18 +99,30 @@ def _node_part(node: Node, held: Mapping[str, str]) -> _NodePart:
 @dataclass(frozen=True)
 class NodeQuery:
     """Which nodes the answer lists: by name after ``cursor``, at most ``limit`` (None: all), those
-    with GPUs serving ``gpu_type`` (None: any node), and with at least ``free`` of them available."""
+    with GPUs serving ``gpu_type`` (None: any node), with at least ``free`` of them available, and in
+    ``state`` (None: any)."""
 
     limit: int | None = None
     cursor: str | None = None
     gpu_type: str | None = None
     free: int = 0
+    state: str | None = None  # one of NODE_STATES: only nodes in that state
 
 
 ALL_NODES = NodeQuery()
+NODE_STATES = ("ready", "cordoned", "not-ready")
+
+
+def node_state(view: GpuNodeView) -> str:
+    """What an admin calls it: not ready (down, unreachable) before cordoned (no new work)."""
+    if not view.ready:
+        return "not-ready"
+    return "ready" if view.schedulable else "cordoned"
 
 
 def _wanted(part: _NodePart, query: NodeQuery) -> bool:
+    if query.state is not None and node_state(part.view) != query.state:
+        return False
     if query.gpu_type is None and query.free == 0:
         return True
     serving = [row for row in part.per_type if query.gpu_type is None or satisfies(row[0], query.gpu_type)]

@@ -7,20 +7,16 @@ is saved to ``screenshots/jupyterlab-panel.png`` for people to look at.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import httpx
 import pytest
+from chromium import AVAILABLE, SCREENSHOTS, launch
 from hubprocess import Hub
 
 from helpers import wait_for
 
 pytestmark = pytest.mark.e2e
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
-
-if not os.path.exists(CHROMIUM):
+if not AVAILABLE:
     pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -60,19 +56,7 @@ def test_login_open_jupyterlab_and_see_the_panel(hub: Hub, admin: httpx.Client) 
     )
 
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = launch(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             run_the_panel(page, hub)

@@ -57,12 +57,19 @@ def own_server(hub: Hub, admin: httpx.Client, request: pytest.FixtureRequest) ->
     admin.delete(f"/users/{name}/server")
 
 
-def test_the_hub_lists_the_service_and_serves_its_page(hub: Hub) -> None:
+def test_the_hub_lists_the_service_and_its_dashboard_logs_in_through_the_hub(hub: Hub) -> None:
     browser = hub.login("carol")
     home = browser.get("/hub/home")
     assert "gpujobs" in home.text  # in the Services menu
-    landing = browser.get("/services/gpujobs/")
-    assert landing.status_code == 200 and "k8s-gpu-integration-init.ipynb" in landing.text
+    dashboard = browser.get("/services/gpujobs/")
+    assert dashboard.status_code == 200 and "static/dashboard.js" in dashboard.text
+    assert "k8s-gpu-integration-init.ipynb" in dashboard.text  # where else to use gpujobs from
+    # Logged in to the hub is logged in to the dashboard: no second password, no confirmation page.
+    arrived = browser.get("/services/gpujobs/oauth_login")
+    assert arrived.url.path == "/services/gpujobs/" and browser.cookies.get("gpujobs-session")
+    me = browser.get("/services/gpujobs/api/k8s/whoami", headers={"X-Gpujobs-Dashboard": "1"})
+    assert me.status_code == 200 and me.json()["data"]["name"] == "carol", me.text
+    assert browser.get("/services/gpujobs/api/k8s/whoami").status_code == 401  # the cookie alone: no
 
 
 def test_the_pre_spawn_hook_deploys_the_notebook_and_sets_the_service_url(hub: Hub, alice_server) -> None:

@@ -160,3 +160,24 @@ def test_a_stale_page_keeps_its_cursor() -> None:
     page = GpuStatusCache().render(inv, [], {}, include_nodes=True, holds={}, nodes=NodeQuery(limit=1))
     body = json.loads(page.seen(True, synced).body)
     assert (body["stale"], body["next_cursor"], [n["name"] for n in body["gpu_nodes"]]) == (True, "a", ["a"])
+
+
+def test_nodes_are_listed_by_state_a_node_down_before_cordoned() -> None:
+    inv = inventory(
+        node("up", "t4", 1),
+        node("drained", "t4", 1, schedulable=False),
+        node("down", "t4", 1, ready=False),
+        node("down-and-drained", "t4", 1, ready=False, schedulable=False),
+    )
+
+    def names(state: str) -> list[str]:
+        query = NodeQuery(limit=10, state=state)
+        body = json.loads(
+            GpuStatusCache().render(inv, [], {}, include_nodes=True, holds={}, nodes=query).body
+        )
+        assert body["total_gpus"] == 4  # the totals still count every node
+        return [n["name"] for n in body["gpu_nodes"]]
+
+    assert names("ready") == ["up"]
+    assert names("cordoned") == ["drained"]
+    assert names("not-ready") == ["down", "down-and-drained"]

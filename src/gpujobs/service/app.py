@@ -28,6 +28,7 @@ from ..store.live import LiveJobs
 from .audit import AuditLog
 from .audit_routes import router as audit_router
 from .auth import Authenticator, HubAuthenticator, LocalAuthenticator
+from .dashboard import router as dashboard_router
 from .health import DataDirLock, LoopLag, Maintenance
 from .jobs import JobService
 from .localmode import how_to_use, prepare_local_access
@@ -156,6 +157,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit=2 * settings.max_inline_script_bytes + 64 * 1024)
     app.include_router(router, prefix=prefix)
     app.include_router(audit_router, prefix=prefix)
+    app.include_router(dashboard_router, prefix=prefix)
     add_web(app, settings, prefix)
     app.add_middleware(RequestTimer, histogram=metrics.request_seconds)  # outermost: times everything
     _publish_spec_schema(app)

@@ -105,6 +105,36 @@ class HubAuthenticator:
         )
         return HubUser(name=model["name"], admin=is_admin, groups=groups, scopes=scopes)
 
+    async def token_for_code(self, code: str) -> str:
+        """The hub's OAuth token for a login's ``code`` (the dashboard's login; like HubOAuth's)."""
+        if not self.settings.hub_api_url or self.settings.hub_api_token is None:
+            raise DependencyUnavailable(
+                "no JupyterHub API is configured: the dashboard needs a hub to log in"
+            )
+        form = {
+            "client_id": self.settings.client_id,
+            "client_secret": self.settings.hub_api_token.get_secret_value(),
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.settings.callback_url,
+        }
+        try:
+            response = await self.client.post(
+                f"{self.settings.hub_api_url.rstrip('/')}/oauth2/token", data=form
+            )
+        except httpx.HTTPError as exc:
+            log.warning("JupyterHub API unreachable: %s", exc.__class__.__name__)
+            raise DependencyUnavailable("JupyterHub did not answer; try again in a moment") from None
+        if response.status_code in (400, 401, 403):
+            raise NotAuthenticated("the hub did not accept this login (it expired, or was used already)")
+        try:
+            token = response.json().get("access_token") if response.status_code == 200 else None
+        except ValueError:
+            token = None
+        if not isinstance(token, str) or not token:
+            raise DependencyUnavailable(f"JupyterHub answered {response.status_code} without a token")
+        return token
+
     async def _model(self, token: str) -> dict[str, Any]:
         key = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()

@@ -23,6 +23,7 @@ from ..models import Envelope, ErrorDetail, GpuStatus, JobList, JobLogs, JobSpec
 from ..store import repository as repo
 from .audit import audit
 from .auth import HubUser, LocalAuthenticator, token_from_header
+from .dashboard import DASHBOARD_HEADER, SESSION_COOKIE
 from .health import assess
 from .responses import envelope, failure
 from .runtime import Runtime
@@ -58,7 +59,13 @@ async def runtime(request: Request) -> Runtime:
 async def current_user(
     request: Request, _header: Annotated[str | None, Depends(_authorization)] = None
 ) -> HubUser:
-    token = token_from_header(request.headers.get("authorization"))
+    header = request.headers.get("authorization")
+    session = request.cookies.get(SESSION_COOKIE)
+    # The dashboard's cookie counts only with its header, which no other site's page can add.
+    if header is None and session and request.headers.get(DASHBOARD_HEADER):
+        token = token_from_header(f"token {session}")
+    else:
+        token = token_from_header(header)
     rt: Runtime = request.app.state.runtime
     user = await rt.auth.user_for_token(token)
     request.state.user = user.name  # for the audit of a refusal further on
@@ -88,19 +95,25 @@ async def gpu_status(
     free: Annotated[
         int, Query(ge=0, le=1024, description="Only nodes with at least this many of those GPUs free.")
     ] = 0,
+    state: Annotated[
+        Literal["ready", "cordoned", "not-ready"] | None,
+        Query(description="Only nodes in this state: ready, cordoned (no new jobs) or not-ready."),
+    ] = None,
 ) -> Response:
     """GPUs in all, per type (with the demand of queued jobs) and per node/device.  A device's
     ``job_id`` is the holding job's id for its owner and admins, ``other-users`` for anyone else, and
     ``other-workloads`` for what runs outside gpujobs.  On a large cluster, page the node list
-    (``limit``, ``cursor``) and filter it (``gpu_type``, ``free``); the totals always count every node."""
+    (``limit``, ``cursor``) and filter it (``gpu_type``, ``free``, ``state``); the totals always count
+    every node."""
     query = ALL_NODES
-    if limit is not None or cursor is not None or gpu_type is not None or free:
+    if limit is not None or cursor is not None or gpu_type is not None or free or state is not None:
         if not nodes:
             raise InvalidSpec(
-                "limit, cursor, gpu_type and free choose nodes to list: drop nodes=false", field="nodes"
+                "limit, cursor, gpu_type, free and state choose nodes to list: drop nodes=false",
+                field="nodes",
             )
         wanted = normalise_gpu_type(gpu_type, aliases=rt.settings.gpu_type_aliases) if gpu_type else None
-        query = NodeQuery(limit=limit, cursor=cursor, gpu_type=wanted, free=free)
+        query = NodeQuery(limit=limit, cursor=cursor, gpu_type=wanted, free=free, state=state)
     active = rt.live.holding()
     inventory = rt.executor.inventory()
     status = rt.gpu_status.render(
@@ -215,6 +228,20 @@ async def job_logs(
             headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"},
         )
     return await rt.jobs.logs_answer(job, tail)
+
+
+class Whoami(BaseModel):
+    name: str
+    admin: bool = Field(
+        description="May see and cancel every job, and read everyone's usage and the audit log."
+    )
+    groups: list[str]
+
+
+@router.get("/api/k8s/whoami", response_model=Envelope[Whoami], responses=_ERRORS, tags=["service"])
+async def whoami(user: User) -> Response:
+    """Who the token belongs to, as gpujobs sees them (the dashboard shows admins their pages)."""
+    return envelope(Whoami(name=user.name, admin=user.admin, groups=list(user.groups)), user.name)
 
 
 @router.get("/api/k8s/jobs", response_model=Envelope[JobList], responses=_ERRORS, tags=["jobs"])
@@ -353,14 +380,7 @@ def _in_range(moment: datetime, field: str) -> datetime:
     return aware
 
 
-_LANDING = (Path(__file__).with_name("landing.html")).read_bytes()
 _DOCS = (Path(__file__).with_name("docs.html")).read_bytes()
-
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def landing() -> Response:
-    """What someone who follows the hub's Services menu here sees: where to use gpujobs from."""
-    return HTMLResponse(_LANDING)
 
 
 @router.get("/docs", response_class=HTMLResponse, include_in_schema=False)

@@ -1,4 +1,5 @@
-"""A small fake of the JupyterHub API: ``GET /hub/api/user`` answers for the tokens it knows.
+"""A small fake of the JupyterHub API: ``GET /hub/api/user`` answers for the tokens it knows, and
+``POST /hub/api/oauth2/token`` trades a login's code (``login_code``) for its token.
 
 It is a real HTTP server (in a thread), so the service's real auth path runs against it.  Users are
 added with ``add_user``; ``down()`` makes it refuse connections (to test "hub unavailable").
@@ -11,6 +12,7 @@ import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 
 class FakeHub:
@@ -19,6 +21,8 @@ class FakeHub:
         self.tokens: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.requests: list[str] = []
+        self.codes: dict[str, str] = {}  # OAuth code → the token it is traded for
+        self.token_requests: list[dict[str, str]] = []
         self.service_token = secrets.token_hex(16)
         hub = self
 
@@ -40,6 +44,20 @@ class FakeHub:
                         self._answer(404, {"status": 404, "message": "no such user"})
                 else:
                     self._answer(403, {"status": 403, "message": "invalid token"})
+
+            def do_POST(self) -> None:
+                hub.requests.append(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                if self.path != "/hub/api/oauth2/token":
+                    self._answer(404, {"status": 404, "message": "not found"})
+                    return
+                hub.token_requests.append(form)
+                token = hub.codes.pop(form.get("code", ""), None)  # a code is good once
+                if form.get("client_secret") != hub.service_token or token is None:
+                    self._answer(400, {"error": "invalid_grant"})
+                    return
+                self._answer(200, {"access_token": token, "token_type": "Bearer"})
 
             def _answer(self, code: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
@@ -78,6 +96,14 @@ class FakeHub:
         self.users[name] = full
         self.tokens[token] = full if expose_groups else model
         return token
+
+    def login_code(self, name: str, **user: Any) -> tuple[str, str]:
+        """A browser's login as ``name`` (added as ``add_user`` does): the OAuth code the hub would
+        send to the service's callback, and the token the service gets for it."""
+        token = self.add_user(name, **user)
+        code = secrets.token_hex(8)
+        self.codes[code] = token
+        return code, token
 
     def close(self) -> None:
         self._server.shutdown()
